@@ -1,0 +1,36 @@
+# make test   install what is missing, then lint and run the test suite
+# make demo   run the HTTPS demo with a throwaway realm
+# make bench  benchmark tornado_kerb against a bare-Tornado floor
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+# "demo" is also a folder: without .PHONY make would call it up to date and run nothing.
+.PHONY: test demo bench lint system-deps clean
+
+system-deps:
+	scripts/install-system-deps.sh
+
+$(STAMP): pyproject.toml | system-deps
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/python -m pytest
+
+demo: $(STAMP)
+	$(BIN)/python -m demo $(ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python -m bench $(ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

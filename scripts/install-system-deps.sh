@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Install the system packages tornado_kerb's tests, demo and benchmark need (Debian/Ubuntu).
+# Does nothing when everything is already there; uses sudo when not root.
+set -euo pipefail
+
+need=()
+have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
+have krb5kdc      || need+=(krb5-kdc)
+have kadmin.local || need+=(krb5-admin-server)
+have kinit        || need+=(krb5-user)
+have krb5-config  || need+=(libkrb5-dev)
+have curl         || need+=(curl)
+have openssl      || need+=(openssl)
+have gcc          || need+=(gcc)
+have make         || need+=(make)
+if [ "${TORNADO_KERB_NO_BROWSER:-}" != 1 ]; then
+  have firefox-esr || need+=(firefox-esr)
+fi
+
+[ ${#need[@]} -eq 0 ] && exit 0
+
+if ! command -v apt-get >/dev/null 2>&1; then
+  echo "missing system packages (${need[*]}) and no apt-get: install MIT krb5 by hand" >&2
+  exit 1
+fi
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+echo "installing: ${need[*]}"
+# Without noninteractive, krb5-config asks for a default realm and an install with no
+# terminal (CI) hangs. The KDC service is not started by the package on Debian's
+# containers; k5test runs its own krb5kdc either way.
+$sudo apt-get update -q
+$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}"

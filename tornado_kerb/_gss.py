@@ -1,0 +1,90 @@
+"""The one place where GSSAPI errors become tornado_kerb errors.
+
+Minor codes from the krb5 mechanism are MIT ``com_err`` codes, reported unsigned. Codes that
+pass through SPNEGO are renumbered per process by MIT's mechglue, so for tokens accepted via
+SPNEGO only the message text says what went wrong; it feeds the log's reason word and nothing
+else (every Negotiate failure is a 401 whatever its reason).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Literal
+
+from gssapi.raw.misc import GSSError
+
+from .errors import AuthenticationFailed, KDCUnavailable
+
+_KRB5 = 0x96C73A00  # ERROR_TABLE_BASE_krb5 (-1765328384) as an unsigned minor code
+
+# KDC answers during a Basic login (AS and TGS exchanges), by code offset.
+_PASSWORD_REASONS = {
+    6: "unknown-user",  # KDC_ERR_C_PRINCIPAL_UNKNOWN
+    7: "unknown-service",  # KDC_ERR_S_PRINCIPAL_UNKNOWN: our SPN is not in the KDC
+    18: "revoked",  # KDC_ERR_CLIENT_REVOKED: disabled or locked out
+    23: "password-expired",  # KDC_ERR_KEY_EXP
+    24: "bad-password",  # KDC_ERR_PREAUTH_FAILED (principal requires preauth)
+    31: "bad-password",  # KRB5KRB_AP_ERR_BAD_INTEGRITY (reply did not decrypt)
+    37: "clock-skew",  # KRB5KRB_AP_ERR_SKEW
+    154: "unknown-realm",  # KRB5_REALM_UNKNOWN
+}
+_KDC_UNREACHABLE = {156}  # KRB5_KDC_UNREACH
+
+# Message fragments of MIT's krb5 error table, for tokens that came through SPNEGO.
+_ACCEPT_REASONS = (
+    ("replay", "replay"),
+    ("expired", "expired"),
+    ("skew", "clock-skew"),
+    ("not yet valid", "not-yet-valid"),
+    ("wrong principal", "wrong-service"),
+    ("no key table entry", "wrong-service"),
+    ("cannot find key", "wrong-service"),
+    ("key version", "wrong-kvno"),
+    ("integrity", "bad-key"),
+    ("malformed", "malformed"),
+    ("unsupported mechanism", "unsupported-mechanism"),
+    ("invalid token", "malformed"),
+)
+
+Stage = Literal["accept", "password", "ticket"]
+
+
+def describe(err: GSSError) -> str:
+    """The error's GSS and mechanism messages on one line, for the log."""
+    return " ".join(str(err).split())
+
+
+def _offset(err: GSSError) -> int:
+    minor = int(err.min_code or 0)
+    return minor - _KRB5 if _KRB5 <= minor < _KRB5 + 256 else -1
+
+
+def reason_for(err: GSSError, stage: Stage) -> str:
+    """A short word for the log saying why ``stage`` failed."""
+    if stage != "accept":
+        reason = _PASSWORD_REASONS.get(_offset(err))
+        if reason:
+            return reason
+    text = describe(err).lower()
+    for fragment, word in _ACCEPT_REASONS:
+        if fragment in text:
+            return word
+    return "rejected"
+
+
+@contextlib.contextmanager
+def translated(stage: Stage) -> Iterator[None]:
+    """Turn a :class:`GSSError` raised inside the block into one of ours.
+
+    ``accept`` errors come from a client's token; ``password`` and ``ticket`` errors come
+    from the KDC during a Basic login, where "no KDC answered" is our problem (503) and
+    everything else is the client's (401).
+    """
+    try:
+        yield
+    except GSSError as err:
+        detail = describe(err)
+        if stage != "accept" and _offset(err) in _KDC_UNREACHABLE:
+            raise KDCUnavailable("kdc-unreachable", detail) from None
+        raise AuthenticationFailed(reason_for(err, stage), detail) from None

@@ -1,0 +1,88 @@
+"""HTTP Basic with a Kerberos password, proven kpass-style against our own keytab.
+
+A KDC that answers "password OK" proves nothing by itself: anyone who can answer in its
+place (a spoofed KDC) would let everyone in. So the password's TGT is used to get a ticket
+for *our* service, and that ticket must be accepted with our keytab, whose key only the
+real KDC shares with us. Nothing here imports Tornado; every call may block on the KDC and
+belongs in a worker thread.
+"""
+
+from __future__ import annotations
+
+import time
+
+import gssapi
+import gssapi.raw
+
+from ._gss import translated
+from ._header import decode_base64
+from .errors import AuthenticationFailed
+from .negotiate import Accepted, Acceptor
+
+__all__ = ["parse_basic", "prove_password"]
+
+_MAX_USER = 256
+_MAX_PASSWORD = 1024
+
+
+def parse_basic(credentials: str, realm: str | None) -> tuple[str, str]:
+    """Decode ``Basic <base64(user:password)>`` into ``(principal, password)``.
+
+    A bare user name gets ``@realm``. When ``realm`` is set, names in any other realm are
+    refused here, before the KDC sees them: otherwise a client could make the server send
+    AS requests to a KDC of its choosing. Raises :class:`AuthenticationFailed`.
+    """
+    raw = decode_base64(credentials)
+    try:
+        text = raw.decode("utf-8")  # RFC 7617's charset="UTF-8", what browsers send
+    except UnicodeDecodeError:
+        raise AuthenticationFailed("malformed", "credentials are not UTF-8") from None
+    user, colon, password = text.partition(":")
+    if not colon or not user:
+        raise AuthenticationFailed("malformed", "no user name")
+    if not password:
+        raise AuthenticationFailed("empty-password")
+    if len(user) > _MAX_USER or len(password) > _MAX_PASSWORD:
+        raise AuthenticationFailed("malformed", "credentials too long")
+    if any(ord(c) < 0x20 or c == "\x7f" for c in user + password) or "/" in user:
+        raise AuthenticationFailed("malformed", "control character or '/' in credentials")
+    name, at, user_realm = user.rpartition("@")
+    if not at:
+        name, user_realm = user, realm or ""
+    if not name or "@" in name:
+        raise AuthenticationFailed("malformed", "bad user name")
+    if realm and user_realm != realm:
+        raise AuthenticationFailed("foreign-realm", f"realm {user_realm!r} is not {realm!r}")
+    return (f"{name}@{user_realm}" if user_realm else name), password
+
+
+def prove_password(principal: str, password: str, acceptor: Acceptor) -> Accepted:
+    """Prove ``password`` for ``principal``; blocks on two KDC round trips.
+
+    Returns the user as our keytab saw them, with the password's credentials (a TGT in a
+    private memory cache, freed with the object) as ``delegated_credentials``. Raises
+    :class:`AuthenticationFailed` (reason ``kdc-not-trusted`` when the KDC accepted the
+    password but its ticket failed our keytab), :class:`KDCUnavailable` or
+    :class:`KeytabError`.
+    """
+    service = gssapi.Name(acceptor.service_principal(), gssapi.NameType.kerberos_principal)
+    with translated("password"):
+        name = gssapi.Name(principal, gssapi.NameType.kerberos_principal)
+        acquired = gssapi.raw.acquire_cred_with_password(
+            name, password.encode("utf-8"), usage="initiate", mechs=[gssapi.MechType.kerberos]
+        )
+        creds = gssapi.Credentials(acquired.creds)
+        lifetime = acquired.lifetime
+    with translated("ticket"):
+        initiator = gssapi.SecurityContext(
+            name=service, creds=creds, usage="initiate", mech=gssapi.MechType.kerberos, flags=0
+        )
+        token = initiator.step()
+    if not token:
+        raise AuthenticationFailed("rejected", "no AP-REQ for our service")
+    try:
+        accepted = acceptor.accept(token)
+    except AuthenticationFailed as err:
+        raise AuthenticationFailed("kdc-not-trusted", err.detail) from None
+    expires = time.time() + lifetime if lifetime else accepted.expires_at
+    return Accepted(accepted.principal, None, creds, expires)

@@ -1,0 +1,42 @@
+"""Exceptions raised by tornado_kerb.
+
+GSSAPI and krb5 errors are translated into these in one place (:mod:`tornado_kerb._gss`);
+the messages are meant for the server log, never for the response body.
+"""
+
+from __future__ import annotations
+
+
+class KerberosError(Exception):
+    """Base class for every error tornado_kerb raises."""
+
+
+class ConfigurationError(KerberosError, ValueError):
+    """The ``kerberos`` application settings are invalid."""
+
+
+class KeytabError(KerberosError):
+    """The service keytab is missing, unreadable or holds no usable key."""
+
+    def __init__(self, path: str, why: str) -> None:
+        super().__init__(f"keytab {path}: {why}")
+        self.path = path
+        self.why = why
+
+
+class AuthenticationFailed(KerberosError):
+    """The client's credentials were not accepted; ``reason`` is a short word for the log."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+class KDCUnavailable(KerberosError):
+    """A password could not be checked because no KDC answered (or too many are waiting)."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail

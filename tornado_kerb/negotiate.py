@@ -1,0 +1,171 @@
+"""SPNEGO/Kerberos acceptor: keytab checks, one set of acceptor credentials, token steps.
+
+Nothing here imports Tornado; :class:`Acceptor` can serve any HTTP framework.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import threading
+import time
+
+import gssapi
+import krb5
+from gssapi.raw.misc import GSSError
+
+from ._gss import describe, translated
+from ._header import decode_base64
+from .errors import AuthenticationFailed, KeytabError
+
+__all__ = ["Accepted", "Acceptor", "parse_negotiate"]
+
+log = logging.getLogger(__name__)
+
+# An NTLMSSP message inside Negotiate: Windows falls back to it when it has no ticket.
+_NTLM_SIGNATURE = b"NTLMSSP\x00"
+
+
+def parse_negotiate(credentials: str) -> bytes:
+    """Decode the token of a ``Negotiate <base64>`` header; raises ``AuthenticationFailed``."""
+    token = decode_base64(credentials)
+    if not token:
+        raise AuthenticationFailed("empty", "Negotiate header without a token")
+    if token.startswith(_NTLM_SIGNATURE):
+        raise AuthenticationFailed("ntlm", "client offered NTLM, not Kerberos")
+    return token
+
+
+@dataclasses.dataclass(frozen=True)
+class Accepted:
+    """The outcome of a complete acceptor step."""
+
+    principal: str
+    #: Token for the client (mutual authentication), or ``None``.
+    output_token: bytes | None
+    delegated_credentials: gssapi.Credentials | None
+    expires_at: float | None
+
+
+class Acceptor:
+    """Accepts Kerberos tokens with the service keytab.
+
+    Credentials are acquired on first use and then shared by every request and thread; MIT
+    reads a file keytab on each accept, so keys added later (a rotated kvno) are used
+    without a restart. If the keytab cannot be used, :meth:`accept` raises
+    :class:`~tornado_kerb.KeytabError` and is tried again on the next call.
+    """
+
+    def __init__(self, keytab: str | None, service: str = "HTTP", hostname: str | None = None):
+        if keytab is None:
+            keytab = krb5.kt_default_name(krb5.init_context()).decode()
+        self.keytab = keytab
+        kind, sep, rest = keytab.partition(":")
+        typed = bool(sep) and kind.isalpha() and kind.isupper()
+        #: The keytab's file name (``FILE:`` stripped), or ``None`` for non-file keytabs.
+        self.path: str | None = (rest if kind in {"FILE", "WRFILE"} else None) if typed else keytab
+        self._service = service
+        self._hostname = hostname
+        self._name = (
+            gssapi.Name(f"{service}@{hostname}", gssapi.NameType.hostbased_service)
+            if hostname
+            else None
+        )
+        self._lock = threading.Lock()
+        self._creds: gssapi.Credentials | None = None
+        self._principal = ""
+
+    def credentials(self) -> gssapi.Credentials:
+        """The shared acceptor credentials, acquired on first use."""
+        creds = self._creds
+        if creds is None:
+            with self._lock:
+                if self._creds is None:
+                    self._creds = self._acquire()
+                creds = self._creds
+        return creds
+
+    def service_principal(self) -> str:
+        """A principal of ours from the keytab, for proving Basic passwords against."""
+        self.credentials()
+        return self._principal
+
+    def accept(self, token: bytes) -> Accepted:
+        """Run one acceptor step; the context must complete in this single step."""
+        ctx = gssapi.SecurityContext(creds=self.credentials(), usage="accept")
+        try:
+            # MIT can hand back an error token from step() and raise only on the next
+            # property read, so every read of the context stays inside one translation.
+            with translated("accept"):
+                output = ctx.step(token)
+                if not ctx.complete:
+                    raise AuthenticationFailed("continue-needed", "multi-step SPNEGO")
+                principal = str(ctx.initiator_name)
+                delegated = (
+                    ctx.delegated_creds
+                    if gssapi.RequirementFlag.delegate_to_peer in ctx.actual_flags
+                    else None
+                )
+                lifetime = ctx.lifetime
+        except AuthenticationFailed:
+            self._check_still_readable()
+            raise
+        expires = time.time() + lifetime if lifetime else None
+        return Accepted(principal, output, delegated, expires)
+
+    def _check_still_readable(self) -> None:
+        # A keytab removed or made unreadable after start-up fails every accept: say so
+        # loudly instead of blaming each client.
+        if self.path is not None and not os.access(self.path, os.R_OK):
+            with self._lock:
+                self._creds = None
+            raise KeytabError(self.path, _file_problem(self.path) or "cannot be read")
+
+    def _acquire(self) -> gssapi.Credentials:
+        self._principal = self._inspect_keytab()
+        try:
+            creds = gssapi.Credentials(
+                name=self._name, usage="accept", store={"keytab": self.keytab}
+            )
+        except GSSError as err:
+            raise KeytabError(self.keytab, describe(err)) from None
+        log.info("acceptor credentials acquired from keytab %s", self.keytab)
+        return creds
+
+    def _inspect_keytab(self) -> str:
+        """Check the keytab can serve us and return its first principal of ours."""
+        if self.path is not None:
+            problem = _file_problem(self.path)
+            if problem:
+                raise KeytabError(self.path, problem)
+        ctx = krb5.init_context()
+        try:
+            entries = list(krb5.kt_resolve(ctx, self.keytab.encode()))
+        except krb5.Krb5Error as err:
+            raise KeytabError(self.keytab, f"is not a usable keytab ({err})") from None
+        if not entries:
+            raise KeytabError(self.keytab, "holds no keys")
+        names = [e.principal.name.decode(errors="replace") for e in entries if e.principal.name]
+        wanted = f"{self._service}/{self._hostname}@" if self._hostname else f"{self._service}/"
+        ours = [name for name in names if name.startswith(wanted)]
+        if not ours:
+            held = ", ".join(sorted(set(names)))
+            raise KeytabError(self.keytab, f"holds no key for {wanted}… (it holds {held})")
+        return ours[0]
+
+
+def _file_problem(path: str) -> str | None:
+    """Why ``path`` cannot be read as a keytab file, or ``None`` if it can be opened."""
+    try:
+        with open(path, "rb"):
+            pass
+    except FileNotFoundError:
+        return "does not exist"
+    except IsADirectoryError:
+        return "is a directory, not a keytab file"
+    except PermissionError:
+        return f"is not readable by this process (uid {os.geteuid()}): permission denied"
+    except OSError as err:
+        return f"cannot be opened: {err.strerror}"
+    return None

@@ -1,0 +1,258 @@
+"""The Tornado face of tornado_kerb: :class:`KerberosAuthMixin` and the method guards."""
+
+from __future__ import annotations
+
+import base64
+import concurrent.futures
+import contextlib
+import functools
+import inspect
+import logging
+import threading
+import weakref
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
+
+import tornado.ioloop
+import tornado.web
+
+from ._header import split_authorization
+from .basic import parse_basic, prove_password
+from .errors import AuthenticationFailed, KDCUnavailable, KeytabError
+from .negotiate import Accepted, Acceptor, parse_negotiate
+from .settings import KerberosSettings
+from .user import KerberosUser, Mechanism
+
+__all__ = ["KerberosAuthMixin", "authenticated", "public"]
+
+log = logging.getLogger(__name__)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+if TYPE_CHECKING:
+    _HandlerBase = tornado.web.RequestHandler
+else:
+    _HandlerBase = object
+
+
+class _Authenticator:
+    """What one distinct settings object needs at run time, shared by all its handlers."""
+
+    def __init__(self, settings: KerberosSettings) -> None:
+        self.settings = settings
+        self.acceptor = Acceptor(settings.keytab, settings.service, settings.hostname)
+        self.executor = concurrent.futures.ThreadPoolExecutor(
+            settings.kdc_workers, thread_name_prefix="tornado_kerb-kdc"
+        )
+        self._lock = threading.Lock()
+        self._in_flight = 0
+
+    @contextlib.contextmanager
+    def _kdc_slot(self) -> Iterator[None]:
+        # Bound the work a flood of Basic logins can queue up behind the KDC threads.
+        with self._lock:
+            if self._in_flight >= self.settings.kdc_workers + self.settings.kdc_queue:
+                raise KDCUnavailable("kdc-busy", "too many Basic logins waiting")
+            self._in_flight += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
+    async def prove(self, principal: str, password: str) -> Accepted:
+        """Prove a Basic password on a KDC thread; the IOLoop keeps serving meanwhile."""
+        with self._kdc_slot():
+            return await tornado.ioloop.IOLoop.current().run_in_executor(
+                self.executor, prove_password, principal, password, self.acceptor
+            )
+
+
+_authenticators: dict[KerberosSettings, _Authenticator] = {}
+_authenticators_lock = threading.Lock()
+_parsed: weakref.WeakKeyDictionary[tornado.web.Application, tuple[object, KerberosSettings]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _authenticator(settings: KerberosSettings) -> _Authenticator:
+    auth = _authenticators.get(settings)
+    if auth is None:
+        with _authenticators_lock:
+            auth = _authenticators.setdefault(settings, _Authenticator(settings))
+    return auth
+
+
+class KerberosAuthMixin(_HandlerBase):
+    """Kerberos single sign-on for a :class:`tornado.web.RequestHandler`.
+
+    Settings come from ``Application.settings["kerberos"]`` (see :class:`KerberosSettings`).
+    Guard methods with :func:`authenticated`, or set ``kerberos_required = True`` on a base
+    handler to guard every HTTP method its subclasses define (leave one open with
+    :func:`public`)::
+
+        class Whoami(KerberosAuthMixin, tornado.web.RequestHandler):
+            @authenticated
+            def get(self):
+                self.write({"principal": self.current_user.principal})
+
+    Unauthenticated requests get ``401`` with ``WWW-Authenticate: Negotiate`` and, on TLS
+    connections only, ``Basic``. On success ``current_user`` is a :class:`KerberosUser`.
+    """
+
+    #: Guard every HTTP method defined by this class and its subclasses.
+    kerberos_required: bool = False
+
+    _KERBEROS_SETTINGS_KEY = "kerberos"
+    _KERBEROS_HTTP_METHODS = ("get", "head", "post", "delete", "patch", "put", "options")
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if not cls.kerberos_required:
+            return
+        # Wrapping at class creation, not in prepare(), keeps the protection even when a
+        # subclass overrides prepare() and forgets to call super().
+        for name in cls._KERBEROS_HTTP_METHODS:
+            method = cls.__dict__.get(name)
+            if callable(method) and not getattr(method, "_tornado_kerb_public", False):
+                setattr(cls, name, authenticated(method))
+
+    def get_kerberos_settings(self) -> KerberosSettings:
+        """The validated settings for this request. May be overridden.
+
+        The default reads ``self.settings["kerberos"]`` and validates it once per
+        application; a bad value raises :class:`~tornado_kerb.ConfigurationError`.
+        """
+        app = self.application
+        raw = app.settings.get(self._KERBEROS_SETTINGS_KEY)
+        cached = _parsed.get(app)
+        if cached is None or cached[0] is not raw:
+            cached = (raw, KerberosSettings.from_mapping(raw))
+            _parsed[app] = cached
+        return cached[1]
+
+    def write_kerberos_unauthorized(self) -> None:
+        """Write the body of the 401 answer. May be overridden (status and challenges
+        are already set; do not finish)."""
+        self.set_header("Content-Type", "text/plain; charset=UTF-8")
+        self.write("401 Unauthorized: Kerberos (Negotiate) authentication required.\n")
+
+    async def kerberos_authenticate(self) -> KerberosUser:
+        """Authenticate the request, or answer it and raise :class:`tornado.web.Finish`.
+
+        Sets and returns ``self.current_user``. :func:`authenticated` calls this; call it
+        yourself (for example from ``prepare``) only before anything has been flushed.
+        """
+        if self._headers_written:
+            raise RuntimeError(
+                "tornado_kerb: authentication ran after the response headers were flushed; "
+                "guard the method (or authenticate in prepare()) before writing"
+            )
+        settings = self.get_kerberos_settings()
+        auth = _authenticator(settings)
+        offer_basic = settings.basic and self.request.protocol == "https"
+        header = self.request.headers.get("Authorization")
+        if header is None:
+            self._kerberos_answer(401, settings, offer_basic)
+        scheme, credentials = split_authorization(header)
+        try:
+            if scheme == "negotiate":
+                accepted = auth.acceptor.accept(parse_negotiate(credentials))
+                user = self._kerberos_user(accepted, "negotiate")
+            elif scheme == "basic" and offer_basic:
+                principal, password = parse_basic(credentials, settings.realm)
+                user = self._kerberos_user(await auth.prove(principal, password), "basic")
+            elif scheme == "basic":
+                # Plain HTTP (or Basic turned off): the password goes nowhere.
+                raise AuthenticationFailed("basic-not-offered")
+            else:
+                raise AuthenticationFailed("unsupported-scheme")
+        except AuthenticationFailed as err:
+            level = logging.WARNING if err.reason == "kdc-not-trusted" else logging.INFO
+            peer = self.request.remote_ip
+            log.log(level, "Kerberos login refused (%s) from %s", err.reason, peer)
+            log.debug("refusal detail: %s", err.detail)
+            self._kerberos_answer(401, settings, offer_basic)
+        except KDCUnavailable as err:
+            log.error("Kerberos login impossible (%s): %s", err.reason, err.detail)
+            self._kerberos_answer(503, settings, offer_basic, retry_after=settings.retry_after)
+        except KeytabError as err:
+            log.error("Kerberos logins impossible, failing closed: %s", err)
+            self._kerberos_answer(503, settings, offer_basic)
+        self.current_user = user
+        return user
+
+    def _kerberos_user(self, accepted: Accepted, mechanism: Mechanism) -> KerberosUser:
+        if accepted.output_token:
+            token = base64.b64encode(accepted.output_token).decode("ascii")
+            self.add_header("WWW-Authenticate", f"Negotiate {token}")
+        log.debug("authenticated %s via %s", accepted.principal, mechanism)
+        return KerberosUser(
+            principal=accepted.principal,
+            mechanism=mechanism,
+            delegated_credentials=accepted.delegated_credentials,
+            expires_at=accepted.expires_at,
+        )
+
+    def _kerberos_answer(
+        self,
+        status: int,
+        settings: KerberosSettings,
+        offer_basic: bool,
+        retry_after: int | None = None,
+    ) -> NoReturn:
+        # Not send_error(): it clears headers after we set them. clear() first drops
+        # anything prepare() may have buffered, so the answer carries none of the body.
+        self.clear()
+        self.set_status(status)
+        if status == 401:
+            self.add_header("WWW-Authenticate", "Negotiate")
+            if offer_basic:
+                realm = settings.realm or "Kerberos"
+                self.add_header("WWW-Authenticate", f'Basic realm="{realm}", charset="UTF-8"')
+            self.write_kerberos_unauthorized()
+        else:
+            if retry_after:
+                self.set_header("Retry-After", str(retry_after))
+            self.set_header("Content-Type", "text/plain; charset=UTF-8")
+            self.write("503 Service Unavailable: logins are not possible right now.\n")
+        self.finish()
+        raise tornado.web.Finish()
+
+
+def authenticated(method: F) -> F:
+    """Guard a handler method (sync or ``async``) of a :class:`KerberosAuthMixin` handler.
+
+    The method runs only for an authenticated user; everyone else gets the 401 challenge
+    before a byte of the method's output::
+
+        class Report(KerberosAuthMixin, tornado.web.RequestHandler):
+            @authenticated
+            async def get(self):
+                self.write(f"hello {self.current_user.principal}")
+    """
+    if getattr(method, "_tornado_kerb_guarded", False):
+        return method
+
+    @functools.wraps(method)
+    async def guarded(self: KerberosAuthMixin, *args: Any, **kwargs: Any) -> Any:
+        if not isinstance(self, KerberosAuthMixin):
+            raise TypeError(
+                f"@tornado_kerb.authenticated needs {type(self).__name__} to inherit "
+                "KerberosAuthMixin"
+            )
+        if not self.current_user:
+            await self.kerberos_authenticate()
+        result = method(self, *args, **kwargs)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+    guarded._tornado_kerb_guarded = True  # type: ignore[attr-defined]
+    return cast(F, guarded)
+
+
+def public(method: F) -> F:
+    """Leave one method open in a handler whose base sets ``kerberos_required = True``."""
+    method._tornado_kerb_public = True  # type: ignore[attr-defined]
+    return method
