@@ -1,0 +1,194 @@
+"""Shared fixtures: one real MIT realm behind a KDC proxy, TLS certificates, Tornado servers.
+
+The realm is started once per session on a random port base and always stopped. Its
+environment (KRB5_CONFIG, KRB5CCNAME, ...) goes into os.environ here, at set-up, because
+the in-process clients and servers read it; the library itself never touches os.environ.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import pathlib
+import random
+import ssl
+import subprocess
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import k5test
+import pytest
+import tornado.httpserver
+import tornado.netutil
+import tornado.web
+
+from tests.kdc_proxy import KDCProxy
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+REALM = "KRBTEST.COM"
+HTTP_PRINCIPAL = f"HTTP/localhost@{REALM}"
+
+
+def random_portbase() -> int:
+    # Below Linux's ephemeral range (32768+), where the proxy's and servers' ports come from.
+    return random.randrange(20000, 32000, 10)
+
+
+def make_realm(proxy: KDCProxy | None = None, **kwargs: Any) -> k5test.K5Realm:
+    """A k5test realm on a random port base (retrying a taken one), KDC reached over TCP."""
+    last: Exception | None = None
+    for _ in range(5):
+        portbase = random_portbase()
+        libdefaults = {
+            "dns_canonicalize_hostname": "false",
+            "rdns": "false",
+            "forwardable": "true",
+            # TCP first, so every exchange can go through the proxy.
+            "udp_preference_limit": "1",
+        }
+        conf: dict[str, Any] = {"libdefaults": libdefaults}
+        if proxy is not None:
+            proxy.reset(upstream_port=portbase)
+            conf["realms"] = {"$realm": {"kdc": f"127.0.0.1:{proxy.port}"}}
+        try:
+            return k5test.K5Realm(portbase=portbase, krb5_conf=conf, **kwargs)
+        except Exception as err:  # a taken port makes krb5kdc exit at start-up
+            last = err
+    raise RuntimeError(f"could not start a KDC: {last}")
+
+
+@dataclasses.dataclass
+class Realm:
+    k5: k5test.K5Realm
+    proxy: KDCProxy
+    keytab: str
+    user: str
+    password: str
+
+    @property
+    def kdc_log(self) -> str:
+        return pathlib.Path(self.k5.tmpdir, "kdc.log").read_text()
+
+    def run(self, *args: str) -> str:
+        return self.k5.run(list(args)).decode()
+
+
+@pytest.fixture(scope="session")
+def realm() -> Iterator[Realm]:
+    proxy = KDCProxy(upstream_port=1)
+    saved = dict(os.environ)
+    k5 = None
+    try:
+        k5 = make_realm(proxy, get_creds=False)
+        os.environ.update(k5.env)
+        k5.addprinc("HTTP/localhost")
+        keytab = os.path.join(k5.tmpdir, "http.keytab")
+        k5.extract_keytab("HTTP/localhost", keytab)
+        password = k5.password("user")
+        k5.kinit(k5.user_princ, password, flags=["-f"])  # forwardable: delegation works
+        yield Realm(k5, proxy, keytab, k5.user_princ, password)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        if k5 is not None:
+            k5.stop()
+        proxy.close()
+
+
+@pytest.fixture(scope="session")
+def spoofed_kdc(realm: Realm) -> Iterator[k5test.K5Realm]:
+    """A second KDC for the same realm name that knows the user's password, not our key."""
+    spoof = make_realm(get_creds=False, create_host=False)
+    try:
+        spoof.change_password(spoof.user_princ, realm.password)
+        spoof.addprinc("HTTP/localhost")  # same name, a key of its own
+        yield spoof
+    finally:
+        spoof.stop()
+
+
+@pytest.fixture(autouse=True)
+def _plain_proxy(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every test starts and ends with the proxy relaying to the real KDC, no faults."""
+    yield
+    if "realm" in request.fixturenames:
+        realm: Realm = request.getfixturevalue("realm")
+        realm.proxy.reset(upstream_port=realm.k5.portbase)
+
+
+@dataclasses.dataclass
+class TLS:
+    cert: str
+    key: str
+    ca: str
+
+    def client_context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=self.ca)
+
+    def server_context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(self.cert, self.key)
+        return ctx
+
+
+@pytest.fixture(scope="session")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> TLS:
+    out = tmp_path_factory.mktemp("certs")
+    subprocess.run([str(ROOT / "certs" / "make-dev-certs.sh"), str(out)], check=True)
+    return TLS(str(out / "localhost.pem"), str(out / "localhost.key"), str(out / "ca.pem"))
+
+
+class Server:
+    """A Tornado server on its own IOLoop thread, so blocking clients can call it."""
+
+    def __init__(self, app: tornado.web.Application, ssl_ctx: ssl.SSLContext | None) -> None:
+        self.scheme = "https" if ssl_ctx else "http"
+        self._ready = threading.Event()
+        self._app = app
+        self._ssl = ssl_ctx
+        self._thread = threading.Thread(target=asyncio.run, args=(self._main(),), daemon=True)
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("test server did not start")
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stopped = asyncio.Event()
+        sockets = tornado.netutil.bind_sockets(0, "localhost")
+        server = tornado.httpserver.HTTPServer(self._app, ssl_options=self._ssl)
+        server.add_sockets(sockets)
+        self.port = sockets[0].getsockname()[1]
+        self._ready.set()
+        await self._stopped.wait()
+        server.stop()
+        await server.close_all_connections()
+
+    def url(self, path: str = "/") -> str:
+        return f"{self.scheme}://localhost:{self.port}{path}"
+
+    def stop(self) -> None:
+        self._loop.call_soon_threadsafe(self._stopped.set)
+        self._thread.join(10)
+
+
+ServeFn = Callable[..., Server]
+
+
+@pytest.fixture
+def serve(tls: TLS) -> Iterator[ServeFn]:
+    """``serve(handlers, kerberos={...}, https=False)`` starts a server for one test."""
+    servers: list[Server] = []
+
+    def start(
+        handlers: list[Any], kerberos: dict[str, Any] | None = None, *, https: bool = False
+    ) -> Server:
+        app = tornado.web.Application(handlers, kerberos=kerberos)
+        server = Server(app, tls.server_context() if https else None)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
