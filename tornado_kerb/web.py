@@ -29,6 +29,10 @@ log = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+# Every browser login starts without credentials: not worth an info line. A ticket our
+# keytab rejects after the KDC accepted the password means someone answers for the KDC.
+_REFUSAL_LEVELS = {"no-credentials": logging.DEBUG, "kdc-not-trusted": logging.WARNING}
+
 if TYPE_CHECKING:
     _HandlerBase = tornado.web.RequestHandler
 else:
@@ -144,6 +148,9 @@ class KerberosAuthMixin(_HandlerBase):
         yourself (for example from ``prepare``) only before anything has been flushed.
         """
         if self._headers_written:
+            # Too late for a 401: cut the connection so the client cannot take the
+            # partial response for a complete one.
+            self.request.connection.close()  # type: ignore[union-attr]
             raise RuntimeError(
                 "tornado_kerb: authentication ran after the response headers were flushed; "
                 "guard the method (or authenticate in prepare()) before writing"
@@ -151,11 +158,9 @@ class KerberosAuthMixin(_HandlerBase):
         settings = self.get_kerberos_settings()
         auth = _authenticator(settings)
         offer_basic = settings.basic and self.request.protocol == "https"
-        header = self.request.headers.get("Authorization")
-        if header is None:
-            self._kerberos_answer(401, settings, offer_basic)
-        scheme, credentials = split_authorization(header)
+        scheme, credentials = split_authorization(self.request.headers.get("Authorization", ""))
         try:
+            auth.acceptor.credentials()  # a broken keytab fails every request, anonymous or not
             if scheme == "negotiate":
                 accepted = auth.acceptor.accept(parse_negotiate(credentials))
                 user = self._kerberos_user(accepted, "negotiate")
@@ -165,10 +170,12 @@ class KerberosAuthMixin(_HandlerBase):
             elif scheme == "basic":
                 # Plain HTTP (or Basic turned off): the password goes nowhere.
                 raise AuthenticationFailed("basic-not-offered")
-            else:
+            elif scheme:
                 raise AuthenticationFailed("unsupported-scheme")
+            else:
+                raise AuthenticationFailed("no-credentials")
         except AuthenticationFailed as err:
-            level = logging.WARNING if err.reason == "kdc-not-trusted" else logging.INFO
+            level = _REFUSAL_LEVELS.get(err.reason, logging.INFO)
             peer = self.request.remote_ip
             log.log(level, "Kerberos login refused (%s) from %s", err.reason, peer)
             log.debug("refusal detail: %s", err.detail)

@@ -1,0 +1,466 @@
+"""End to end: the mixin and guards in a real Tornado server, real clients, a real KDC."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import concurrent.futures
+import logging
+import os
+import shutil
+import time
+from typing import Any
+
+import gssapi
+import httpx
+import httpx_gssapi
+import k5test
+import pytest
+import requests
+import requests_gssapi
+import tornado.ioloop
+import tornado.web
+
+from tests.clients import DELEGATE, MUTUAL, basic_header, curl, negotiate_header, spnego_token
+from tests.conftest import Realm, ServeFn, Server
+from tornado_kerb import KerberosAuthMixin, KerberosUser, authenticated, public
+
+BASIC_CHALLENGE = 'Basic realm="KRBTEST.COM", charset="UTF-8"'
+
+
+def _service_ticket(creds: gssapi.Credentials) -> bool:
+    """Act as the user: get a ticket for another service with their credentials."""
+    target = gssapi.Name("host@localhost", gssapi.NameType.hostbased_service)
+    return bool(gssapi.SecurityContext(name=target, creds=creds, usage="initiate").step())
+
+
+class Whoami(KerberosAuthMixin, tornado.web.RequestHandler):
+    @authenticated
+    def get(self) -> None:
+        user: KerberosUser = self.current_user
+        self.write(
+            {
+                "principal": user.principal,
+                "mechanism": user.mechanism,
+                "delegated": user.delegated_credentials is not None,
+            }
+        )
+
+
+class ActAsUser(KerberosAuthMixin, tornado.web.RequestHandler):
+    @authenticated
+    async def get(self) -> None:
+        creds = self.current_user.delegated_credentials
+        loop = tornado.ioloop.IOLoop.current()
+        ticket = creds is not None and await loop.run_in_executor(None, _service_ticket, creds)
+        self.write({"as": str(creds.name) if creds else None, "ticket": ticket})
+
+
+class Stream(KerberosAuthMixin, tornado.web.RequestHandler):
+    @authenticated
+    async def get(self) -> None:
+        self.write("first chunk\n")
+        await self.flush()
+        self.write("second chunk\n")
+
+
+class LateGuard(KerberosAuthMixin, tornado.web.RequestHandler):
+    async def get(self) -> None:
+        self.write("already started\n")
+        await self.flush()
+        await self.kerberos_authenticate()
+
+
+class Open(KerberosAuthMixin, tornado.web.RequestHandler):
+    def get(self) -> None:
+        self.write("public")
+
+
+class Protected(KerberosAuthMixin, tornado.web.RequestHandler):
+    kerberos_required = True
+
+
+class Page(Protected):
+    async def prepare(self) -> None:
+        pass  # overrides prepare without super(): the methods stay guarded
+
+    def get(self) -> None:
+        self.write(f"page for {self.current_user.principal}")
+
+    async def post(self) -> None:
+        self.write("posted")
+
+    @public
+    def options(self) -> None:
+        self.write("open")
+
+
+HANDLERS = [
+    (r"/whoami", Whoami),
+    (r"/act", ActAsUser),
+    (r"/stream", Stream),
+    (r"/late", LateGuard),
+    (r"/open", Open),
+    (r"/page", Page),
+]
+
+
+def start(serve: ServeFn, realm: Realm, *, https: bool = False, **settings: Any) -> Server:
+    kerberos = {"keytab": realm.keytab, "hostname": "localhost", "realm": "KRBTEST.COM"}
+    return serve(HANDLERS, {**kerberos, **settings}, https=https)
+
+
+def challenges(response: requests.Response) -> list[str]:
+    return list(response.raw.headers.getlist("WWW-Authenticate"))
+
+
+def ours(caplog: pytest.LogCaptureFixture) -> str:
+    """What tornado_kerb logged (requests-gssapi logs headers at debug; we must not)."""
+    return "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("tornado_kerb"))
+
+
+def get(server: Server, path: str, ca: str, **kwargs: Any) -> requests.Response:
+    return requests.get(server.url(path), verify=ca, timeout=30, **kwargs)
+
+
+@pytest.fixture(autouse=True)
+def _debug_logs(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="tornado_kerb")
+
+
+# -- challenges -----------------------------------------------------------------------
+
+
+def test_plain_http_challenge_is_negotiate_only(serve: ServeFn, realm: Realm, tls: Any) -> None:
+    response = get(start(serve, realm), "/whoami", tls.ca)
+    assert response.status_code == 401
+    assert challenges(response) == ["Negotiate"]
+
+
+def test_tls_challenge_offers_negotiate_then_basic(serve: ServeFn, realm: Realm, tls: Any) -> None:
+    response = get(start(serve, realm, https=True), "/whoami", tls.ca)
+    assert response.status_code == 401
+    assert challenges(response) == ["Negotiate", BASIC_CHALLENGE]
+
+
+def test_basic_can_be_turned_off(serve: ServeFn, realm: Realm, tls: Any) -> None:
+    server = start(serve, realm, https=True, basic=False)
+    before = realm.proxy.exchanges
+    response = get(server, "/whoami", tls.ca, auth=(realm.user, realm.password))
+    assert response.status_code == 401
+    assert challenges(response) == ["Negotiate"]
+    assert realm.proxy.exchanges == before
+
+
+# -- Negotiate with real clients --------------------------------------------------------
+
+
+@pytest.mark.parametrize("https", [False, True])
+def test_requests_gssapi_with_required_mutual_auth(
+    serve: ServeFn, realm: Realm, tls: Any, caplog: pytest.LogCaptureFixture, https: bool
+) -> None:
+    auth = requests_gssapi.HTTPSPNEGOAuth(mutual_authentication=requests_gssapi.REQUIRED)
+    response = get(start(serve, realm, https=https), "/whoami", tls.ca, auth=auth)
+    assert response.status_code == 200
+    assert response.json() == {
+        "principal": realm.user,
+        "mechanism": "negotiate",
+        "delegated": False,
+    }
+    (final,) = challenges(response)
+    assert final.startswith("Negotiate ") and len(final) > len("Negotiate ")  # AP-REP
+    sent = response.request.headers["Authorization"].split()[1]
+    assert sent not in ours(caplog) and final.split()[1] not in ours(caplog)
+
+
+def test_httpx_gssapi_sync_delegates(serve: ServeFn, realm: Realm, tls: Any) -> None:
+    auth = httpx_gssapi.HTTPSPNEGOAuth(mutual_authentication=httpx_gssapi.REQUIRED, delegate=True)
+    server = start(serve, realm, https=True)
+    with httpx.Client(auth=auth, verify=tls.client_context()) as client:
+        response = client.get(server.url("/act"))
+    assert response.status_code == 200
+    assert response.json() == {"as": realm.user, "ticket": True}
+
+
+def test_httpx_gssapi_async_delegates(serve: ServeFn, realm: Realm, tls: Any) -> None:
+    server = start(serve, realm, https=True)
+
+    async def fetch() -> list[httpx.Response]:
+        auth = httpx_gssapi.HTTPSPNEGOAuth(
+            mutual_authentication=httpx_gssapi.REQUIRED, delegate=True
+        )
+        async with httpx.AsyncClient(auth=auth, verify=tls.client_context()) as client:
+            return [
+                await client.get(server.url("/act")),
+                await client.get(server.url("/whoami")),
+            ]
+
+    act, whoami = asyncio.run(fetch())
+    assert act.json() == {"as": realm.user, "ticket": True}
+    assert whoami.json()["delegated"] is True
+
+
+def test_no_delegation_no_credentials(serve: ServeFn, realm: Realm, tls: Any) -> None:
+    auth = httpx_gssapi.HTTPSPNEGOAuth(mutual_authentication=httpx_gssapi.REQUIRED)
+    with httpx.Client(auth=auth, verify=tls.client_context()) as client:
+        response = client.get(start(serve, realm, https=True).url("/act"))
+    assert response.json() == {"as": None, "ticket": False}
+
+
+@pytest.mark.parametrize("https", [False, True])
+def test_curl_negotiate(serve: ServeFn, realm: Realm, tls: Any, https: bool) -> None:
+    server = start(serve, realm, https=https)
+    status, headers, body = curl(server.url("/whoami"), "--negotiate", "-u", ":", ca=tls.ca)
+    assert status == 200, body
+    assert '"principal": "user@KRBTEST.COM"' in body
+    assert headers["www-authenticate"][0].startswith("Negotiate ")
+
+
+def test_curl_delegation(serve: ServeFn, realm: Realm, tls: Any) -> None:
+    server = start(serve, realm, https=True)
+    args = ("--negotiate", "-u", ":", "--delegation", "always")
+    status, _, body = curl(server.url("/act"), *args, ca=tls.ca)
+    assert status == 200
+    assert '"ticket": true' in body
+
+
+def test_replayed_header_is_refused(
+    serve: ServeFn, realm: Realm, tls: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = start(serve, realm)
+    header = {"Authorization": negotiate_header()}
+    assert get(server, "/whoami", tls.ca, headers=header).status_code == 200
+    again = get(server, "/whoami", tls.ca, headers=header)
+    assert again.status_code == 401
+    assert challenges(again) == ["Negotiate"]
+    assert "Kerberos login refused (replay)" in caplog.text
+
+
+# -- Basic --------------------------------------------------------------------------
+
+
+def test_basic_over_tls_logs_in_with_usable_credentials(
+    serve: ServeFn, realm: Realm, tls: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = start(serve, realm, https=True)
+    response = get(server, "/whoami", tls.ca, auth=("user", realm.password))  # bare name
+    assert response.json() == {"principal": realm.user, "mechanism": "basic", "delegated": True}
+    act = get(server, "/act", tls.ca, auth=(realm.user, realm.password))
+    assert act.json() == {"as": realm.user, "ticket": True}
+    assert realm.password not in ours(caplog)
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        basic_header("user", "wrong password"),
+        basic_header("nobody", "whatever"),
+        basic_header("user", ""),
+        basic_header("", "password"),
+        basic_header("user@ELSEWHERE.ORG", "password"),
+        "Basic",
+        "Basic ****",
+    ],
+)
+def test_basic_refusals_rechallenge(
+    serve: ServeFn, realm: Realm, tls: Any, caplog: pytest.LogCaptureFixture, header: str
+) -> None:
+    response = get(
+        start(serve, realm, https=True), "/whoami", tls.ca, headers={"Authorization": header}
+    )
+    assert response.status_code == 401
+    assert challenges(response) == ["Negotiate", BASIC_CHALLENGE]
+    assert "Kerberos login refused (" in caplog.text
+
+
+def test_basic_over_plain_http_sends_the_password_nowhere(
+    serve: ServeFn, realm: Realm, tls: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    realm.k5.addprinc("plaintext@KRBTEST.COM", "sent-in-clear")
+    before = realm.proxy.exchanges
+    response = get(start(serve, realm), "/whoami", tls.ca, auth=("plaintext", "sent-in-clear"))
+    assert response.status_code == 401
+    assert challenges(response) == ["Negotiate"]
+    assert realm.proxy.exchanges == before
+    assert not [
+        line for line in realm.kdc_log.splitlines() if "REQ" in line and "plaintext@" in line
+    ]
+    assert "(basic-not-offered)" in caplog.text
+    assert "sent-in-clear" not in ours(caplog)
+
+
+def test_spoofed_kdc_gets_nobody_in_over_http(
+    serve: ServeFn,
+    realm: Realm,
+    tls: Any,
+    spoofed_kdc: k5test.K5Realm,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    server = start(serve, realm, https=True)
+    realm.proxy.reset(upstream_port=spoofed_kdc.portbase)
+    refused = get(server, "/whoami", tls.ca, auth=(realm.user, realm.password))
+    assert refused.status_code == 401
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("(kdc-not-trusted)" in r.getMessage() for r in warnings)
+    realm.proxy.reset(upstream_port=realm.k5.portbase)
+    assert get(server, "/whoami", tls.ca, auth=(realm.user, realm.password)).status_code == 200
+
+
+def test_kdc_down_basic_is_503_negotiate_still_works(
+    serve: ServeFn, realm: Realm, tls: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = start(serve, realm, https=True)
+    header = negotiate_header()  # the service ticket is in the ccache before the KDC goes
+    realm.proxy.down = True
+    response = get(server, "/whoami", tls.ca, auth=(realm.user, realm.password))
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "30"
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert any("kdc-unreachable" in message for message in errors)
+    ok = get(server, "/whoami", tls.ca, headers={"Authorization": header})
+    assert ok.status_code == 200
+
+
+def test_slow_kdc_runs_logins_concurrently_off_the_ioloop(
+    serve: ServeFn, realm: Realm, tls: Any
+) -> None:
+    server = start(serve, realm, https=True)
+    get(server, "/open", tls.ca)  # connection set-up costs out of the measurement
+    realm.proxy.delay = 0.3  # every KDC exchange takes 300 ms
+    with concurrent.futures.ThreadPoolExecutor(10) as pool:
+        logins = [
+            pool.submit(get, server, "/whoami", tls.ca, auth=(realm.user, realm.password))
+            for _ in range(10)
+        ]
+        # All ten are at the KDC at once: they run concurrently, not one by one.
+        assert realm.proxy.wait_for_in_flight(10)
+        started = time.monotonic()
+        unrelated = get(server, "/open", tls.ca)
+        latency = time.monotonic() - started
+        pending = sum(not login.done() for login in logins)
+        statuses = [login.result().status_code for login in logins]
+    assert unrelated.status_code == 200
+    # The unrelated request finished while every login was still waiting on the KDC,
+    # so it was not held up by even one 300 ms exchange.
+    assert pending == 10
+    assert latency < 0.15, f"unrelated request took {latency * 1000:.0f} ms"
+    assert statuses == [200] * 10
+    assert realm.proxy.max_in_flight >= 10
+
+
+# -- keytab faults --------------------------------------------------------------------
+
+
+def test_missing_keytab_fails_closed_then_recovers(
+    serve: ServeFn,
+    realm: Realm,
+    tls: Any,
+    tmp_path: os.PathLike[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    keytab = os.path.join(tmp_path, "http.keytab")
+    server = start(serve, realm, https=True, keytab=keytab)
+    for headers in ({}, {"Authorization": negotiate_header()}):
+        response = get(server, "/whoami", tls.ca, headers=headers)
+        assert response.status_code == 503
+    basic = get(server, "/whoami", tls.ca, auth=(realm.user, realm.password))
+    assert basic.status_code == 503
+    errors = [r.getMessage() for r in caplog.records if r.name.startswith("tornado_kerb")]
+    assert len(errors) == 3 and all(f"keytab {keytab}: does not exist" in m for m in errors)
+    shutil.copy(realm.keytab, keytab)  # fixed without a restart
+    response = get(server, "/whoami", tls.ca, headers={"Authorization": negotiate_header()})
+    assert response.status_code == 200
+
+
+# -- the guard ------------------------------------------------------------------------
+
+
+def test_guarded_stream_never_starts_a_200(serve: ServeFn, realm: Realm, tls: Any) -> None:
+    server = start(serve, realm)
+    refused = get(server, "/stream", tls.ca)
+    assert refused.status_code == 401
+    assert "chunk" not in refused.text
+    ok = get(server, "/stream", tls.ca, headers={"Authorization": negotiate_header()})
+    assert ok.text == "first chunk\nsecond chunk\n"
+
+
+def test_guard_after_flush_raises_a_clear_error(
+    serve: ServeFn, realm: Realm, tls: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = start(serve, realm)
+    with pytest.raises(requests.RequestException):
+        get(server, "/late", tls.ca).raise_for_status()
+    assert "authentication ran after the response headers were flushed" in caplog.text
+
+
+def test_required_base_guards_subclass_methods(serve: ServeFn, realm: Realm, tls: Any) -> None:
+    server = start(serve, realm)
+    assert get(server, "/page", tls.ca).status_code == 401
+    assert requests.post(server.url("/page"), timeout=30).status_code == 401
+    opened = requests.options(server.url("/page"), timeout=30)
+    assert (opened.status_code, opened.text) == (200, "open")
+    header = {"Authorization": negotiate_header()}
+    assert get(server, "/page", tls.ca, headers=header).text == f"page for {realm.user}"
+    posted = requests.post(
+        server.url("/page"), headers={"Authorization": negotiate_header()}, timeout=30
+    )
+    assert posted.text == "posted"
+    assert get(server, "/open", tls.ca).text == "public"
+
+
+# -- hostile input --------------------------------------------------------------------
+
+
+def _hostile_headers() -> list[str]:
+    token = spnego_token()
+    b64 = lambda raw: base64.b64encode(raw).decode()  # noqa: E731
+    return [
+        "",
+        "Negotiate",
+        "Negotiate ",
+        "Negotiate !!!not-base64!!!",
+        "Negotiate YII=",
+        "Negotiate YII",
+        "Negotiate " + b64(os.urandom(300)),
+        "Negotiate " + b64(b"\x00" * 64),
+        "Negotiate " + b64(token[: len(token) // 2]),
+        "Negotiate " + b64(b"NTLMSSP\x00\x01\x00\x00\x00\x97\x82\x08\xe2" + b"\x00" * 24),
+        "Negotiate " + b64(spnego_token("host@localhost")),
+        "Negotiate " + "A" * 40000,
+        "Negotiate " + b64(token) + " trailing",
+        "NegotiateYIIB",
+        "Basic",
+        "Basic =",
+        "Basic " + b64(b"\xff\xfe\xfd:x"),
+        "Basic " + b64(b"user\x00:x"),
+        "Basic " + b64(b"user:" + b"p" * 5000),
+        "Bearer abc.def.ghi",
+        'Digest username="user", realm="x", nonce="1", uri="/", response="0"',
+        "Kerberos " + b64(token),
+        "\u00e9\u00e9",
+    ]
+
+
+@pytest.mark.parametrize("https", [False, True])
+def test_hostile_headers_get_401_and_the_server_keeps_serving(
+    serve: ServeFn, realm: Realm, tls: Any, caplog: pytest.LogCaptureFixture, https: bool
+) -> None:
+    server = start(serve, realm, https=https)
+    expected = ["Negotiate", BASIC_CHALLENGE] if https else ["Negotiate"]
+    for header in _hostile_headers():
+        response = get(
+            server, "/whoami", tls.ca, headers={"Authorization": header.encode("latin-1")}
+        )
+        assert response.status_code == 401, header[:40]
+        assert challenges(response) == expected, header[:40]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert "Traceback" not in caplog.text
+    ok = get(server, "/whoami", tls.ca, headers={"Authorization": negotiate_header(spnego_token())})
+    assert ok.status_code == 200
+
+
+def test_delegated_flag_matches_client(serve: ServeFn, realm: Realm, tls: Any) -> None:
+    server = start(serve, realm)
+    for flags, delegated in ((MUTUAL, False), (MUTUAL | DELEGATE, True)):
+        header = {"Authorization": negotiate_header(spnego_token(flags=flags))}
+        assert get(server, "/whoami", tls.ca, headers=header).json()["delegated"] is delegated
