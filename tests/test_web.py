@@ -464,3 +464,30 @@ def test_delegated_flag_matches_client(serve: ServeFn, realm: Realm, tls: Any) -
     for flags, delegated in ((MUTUAL, False), (MUTUAL | DELEGATE, True)):
         header = {"Authorization": negotiate_header(spnego_token(flags=flags))}
         assert get(server, "/whoami", tls.ca, headers=header).json()["delegated"] is delegated
+
+
+def test_basic_logins_beyond_the_queue_get_503(serve: ServeFn, realm: Realm, tls: Any) -> None:
+    server = start(serve, realm, https=True, kdc_workers=1, kdc_queue=0)
+    realm.proxy.delay = 0.3
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        first = pool.submit(get, server, "/whoami", tls.ca, auth=(realm.user, realm.password))
+        assert realm.proxy.wait_for_in_flight(1)
+        second = get(server, "/whoami", tls.ca, auth=(realm.user, realm.password))
+        assert not first.done()
+        assert first.result().status_code == 200
+    assert second.status_code == 503
+    assert second.headers["Retry-After"] == "30"
+
+
+class Misconfigured(KerberosAuthMixin, tornado.web.RequestHandler):
+    @authenticated
+    def get(self) -> None:
+        self.write("never")
+
+
+def test_settings_typo_is_a_clear_server_error(
+    serve: ServeFn, tls: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = serve([(r"/", Misconfigured)], {"keytba": "/etc/http.keytab"})
+    assert get(server, "/", tls.ca).status_code == 500
+    assert "unknown kerberos setting 'keytba' (did you mean 'keytab'?)" in caplog.text
