@@ -1,0 +1,98 @@
+"""Load generator: HTTP/1.1 keep-alive (no pipelining) over raw asyncio streams.
+
+Each of ``connections`` connections sends one request, reads the whole answer, then sends
+the next; every request carries its own pre-built Negotiate token. Parsing is the minimum
+that frames a Tornado answer (status line, ``Content-Length``, body), so one client core
+outruns one server core by a wide margin.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import time
+from collections.abc import Iterator
+
+_LENGTH = b"\r\ncontent-length:"
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+class BenchFailure(Exception):
+    """A response other than ``200`` with the expected body: the numbers would be lies."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RoundResult:
+    """Throughput of one round, and how busy each side was while the clock ran."""
+
+    rate: float  #: requests per second
+    server_busy: float  #: server CPU seconds per wall second (1.0 = one core saturated)
+    load_busy: float  #: the same for this process, the load generator
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` (all its threads), from ``/proc``."""
+    with open(f"/proc/{pid}/stat") as stat:
+        # Fields after the ")" that closes the command name; utime and stime are 14 and 15.
+        fields = stat.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def build_requests(port: int, tokens: list[bytes]) -> list[bytes]:
+    """One complete ``GET /`` request per base64 token."""
+    head = f"GET / HTTP/1.1\r\nHost: localhost:{port}\r\nAuthorization: Negotiate ".encode()
+    return [head + token + b"\r\n\r\n" for token in tokens]
+
+
+async def _client(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    requests: Iterator[bytes],
+    expected_body: bytes,
+    failures: list[str],
+) -> None:
+    # The iterator is shared by every connection: each request is sent exactly once.
+    for request in requests:
+        writer.write(request)
+        head = await reader.readuntil(b"\r\n\r\n")
+        at = head.lower().find(_LENGTH)
+        if at < 0:
+            raise BenchFailure(f"response without Content-Length: {head[:200]!r}")
+        end = head.index(b"\r\n", at + len(_LENGTH))
+        body = await reader.readexactly(int(head[at + len(_LENGTH) : end]))
+        status = head[9:12]
+        if status != b"200" or body != expected_body:
+            failures.append(f"{status.decode(errors='replace')} {body[:120]!r}")
+
+
+async def run_round(
+    port: int, pid: int, requests: list[bytes], connections: int, expected: bytes
+) -> RoundResult:
+    """Send every request over ``connections`` keep-alive connections to the server
+    ``pid`` listening on ``port``.
+
+    Connections are opened before the clock starts. Raises :class:`BenchFailure` if any
+    answer is not ``200`` with body ``expected``.
+    """
+    streams = [await asyncio.open_connection("127.0.0.1", port) for _ in range(connections)]
+    shared = iter(requests)
+    failures: list[str] = []
+    try:
+        server_cpu, load_cpu = cpu_seconds(pid), time.process_time()
+        start = time.perf_counter()
+        await asyncio.gather(*(_client(r, w, shared, expected, failures) for r, w in streams))
+        elapsed = time.perf_counter() - start
+        server_cpu = cpu_seconds(pid) - server_cpu
+        load_cpu = time.process_time() - load_cpu
+    except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as err:
+        raise BenchFailure(f"connection to port {port} failed: {err!r}") from None
+    finally:
+        for _, writer in streams:
+            writer.close()
+        await asyncio.gather(*(w.wait_closed() for _, w in streams), return_exceptions=True)
+    if failures:
+        raise BenchFailure(
+            f"{len(failures)} of {len(requests)} responses failed, first: {failures[0]}"
+        )
+    return RoundResult(len(requests) / elapsed, server_cpu / elapsed, load_cpu / elapsed)
