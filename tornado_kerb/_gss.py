@@ -73,18 +73,23 @@ def reason_for(err: GSSError, stage: Stage) -> str:
     return "rejected"
 
 
-@contextlib.contextmanager
-def translated(stage: Stage) -> Iterator[None]:
-    """Turn a :class:`GSSError` raised inside the block into one of ours.
+def translate(err: GSSError, stage: Stage) -> AuthenticationFailed | KDCUnavailable:
+    """Our exception for ``err``, raised during ``stage``.
 
     ``accept`` errors come from a client's token; ``password`` and ``ticket`` errors come
     from the KDC during a Basic login, where "no KDC answered" is our problem (503) and
     everything else is the client's (401).
     """
+    detail = describe(err)
+    if stage != "accept" and _offset(err) in _KDC_UNREACHABLE:
+        return KDCUnavailable("kdc-unreachable", detail)
+    return AuthenticationFailed(reason_for(err, stage), detail)
+
+
+@contextlib.contextmanager
+def translated(stage: Stage) -> Iterator[None]:
+    """Raise :func:`translate`'s exception for a :class:`GSSError` raised in the block."""
     try:
         yield
     except GSSError as err:
-        detail = describe(err)
-        if stage != "accept" and _offset(err) in _KDC_UNREACHABLE:
-            raise KDCUnavailable("kdc-unreachable", detail) from None
-        raise AuthenticationFailed(reason_for(err, stage), detail) from None
+        raise translate(err, stage) from None

@@ -16,7 +16,7 @@ import gssapi.raw
 import krb5
 from gssapi.raw.misc import GSSError
 
-from ._gss import describe, translated
+from ._gss import describe, translate
 from ._header import decode_base64
 from .errors import AuthenticationFailed, KeytabError
 
@@ -100,14 +100,13 @@ class Acceptor:
             # go, and raises at once; the high-level SecurityContext may defer an error to
             # the next property read, and each read costs another inquiry (measured: the
             # whole accept is ~40% cheaper this way).
-            with translated("accept"):
-                result = gssapi.raw.accept_sec_context(token, acceptor_creds=creds)
-                if result.more_steps:
-                    raise AuthenticationFailed("continue-needed", "multi-step SPNEGO")
-                principal = gssapi.raw.display_name(result.initiator_name).name.decode()
-        except AuthenticationFailed:
+            result = gssapi.raw.accept_sec_context(token, acceptor_creds=creds)
+            principal = gssapi.raw.display_name(result.initiator_name).name.decode()
+        except GSSError as err:
             self._check_still_readable()
-            raise
+            raise translate(err, "accept") from None
+        if result.more_steps:
+            raise AuthenticationFailed("continue-needed", "multi-step SPNEGO")
         delegated = (
             gssapi.Credentials(base=result.delegated_creds)
             if result.delegated_creds is not None

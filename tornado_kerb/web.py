@@ -75,9 +75,7 @@ class _Authenticator:
 _authenticators: dict[KerberosSettings, _Authenticator] = {}
 _by_identity: dict[int, tuple[KerberosSettings, _Authenticator]] = {}
 _authenticators_lock = threading.Lock()
-_parsed: weakref.WeakKeyDictionary[tornado.web.Application, tuple[object, KerberosSettings]] = (
-    weakref.WeakKeyDictionary()
-)
+_parsed: dict[int, tuple[weakref.ref[tornado.web.Application], object, KerberosSettings]] = {}
 
 
 def _authenticator(settings: KerberosSettings) -> _Authenticator:
@@ -137,11 +135,13 @@ class KerberosAuthMixin(_HandlerBase):
         """
         app = self.application
         raw = app.settings.get(self._KERBEROS_SETTINGS_KEY)
-        cached = _parsed.get(app)
-        if cached is None or cached[0] is not raw:
-            cached = (raw, KerberosSettings.from_mapping(raw))
-            _parsed[app] = cached
-        return cached[1]
+        # Keyed by id() with a weak reference to check it: cheaper per request than a
+        # WeakKeyDictionary, which builds a new weak reference on every lookup.
+        cached = _parsed.get(id(app))
+        if cached is None or cached[0]() is not app or cached[1] is not raw:
+            cached = (weakref.ref(app), raw, KerberosSettings.from_mapping(raw))
+            _parsed[id(app)] = cached
+        return cached[2]
 
     def write_kerberos_unauthorized(self) -> None:
         """Write the body of the 401 answer. May be overridden (status and challenges
