@@ -10,7 +10,7 @@ import k5test
 import pytest
 
 from tests.conftest import Realm
-from tornado_kerb.basic import parse_basic, prove_password
+from tornado_kerb.basic import default_realm, parse_basic, prove_password
 from tornado_kerb.errors import AuthenticationFailed, KDCUnavailable
 from tornado_kerb.negotiate import Acceptor
 
@@ -20,17 +20,15 @@ def b64(raw: bytes) -> str:
 
 
 @pytest.mark.parametrize(
-    ("raw", "default_realm", "expected"),
+    ("raw", "expected"),
     [
-        (b"alice:pw", "EXAMPLE.COM", ("alice@EXAMPLE.COM", "pw")),
-        (b"alice@EXAMPLE.COM:p:w", "EXAMPLE.COM", ("alice@EXAMPLE.COM", "p:w")),
-        (b"alice:pw", None, ("alice", "pw")),  # krb5's default realm applies
-        (b"bob@OTHER.ORG:pw", None, ("bob@OTHER.ORG", "pw")),
-        ("jürgen:pässword".encode(), "EXAMPLE.COM", ("jürgen@EXAMPLE.COM", "pässword")),
+        (b"alice:pw", ("alice@EXAMPLE.COM", "pw")),
+        (b"alice@EXAMPLE.COM:p:w", ("alice@EXAMPLE.COM", "p:w")),
+        ("jürgen:pässword".encode(), ("jürgen@EXAMPLE.COM", "pässword")),
     ],
 )
-def test_parse_basic(raw: bytes, default_realm: str | None, expected: tuple[str, str]) -> None:
-    assert parse_basic(b64(raw), default_realm) == expected
+def test_parse_basic(raw: bytes, expected: tuple[str, str]) -> None:
+    assert parse_basic(b64(raw), "EXAMPLE.COM") == expected
 
 
 @pytest.mark.parametrize(
@@ -44,16 +42,22 @@ def test_parse_basic(raw: bytes, default_realm: str | None, expected: tuple[str,
         (b64(b"al\x00ice:pw"), "malformed"),
         (b64(b"alice:p\nw"), "malformed"),
         (b64(b"HTTP/localhost:pw"), "malformed"),
+        (b64(b"alice\\@EXAMPLE.COM:pw"), "malformed"),
         (b64(b"@EXAMPLE.COM:pw"), "malformed"),
         (b64(b"a@b@EXAMPLE.COM:pw"), "malformed"),
         (b64(b"x" * 300 + b":pw"), "malformed"),
         (b64(b"bob@OTHER.ORG:pw"), "foreign-realm"),
+        (b64(b"bob@example.com:pw"), "foreign-realm"),
     ],
 )
 def test_parse_basic_refuses(credentials: str, reason: str) -> None:
     with pytest.raises(AuthenticationFailed) as info:
         parse_basic(credentials, "EXAMPLE.COM")
     assert info.value.reason == reason
+
+
+def test_default_realm_comes_from_krb5_conf(realm: Realm) -> None:
+    assert default_realm() == "KRBTEST.COM"
 
 
 def test_right_password_gives_usable_credentials(realm: Realm) -> None:

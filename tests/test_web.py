@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import concurrent.futures
+import http.client
 import logging
 import os
 import shutil
@@ -95,6 +96,41 @@ class Page(Protected):
         self.write("open")
 
 
+class GetFromAnotherBase:
+    def get(self) -> None:
+        self.write("inherited content")
+
+
+class ViaMixin(GetFromAnotherBase, Protected):
+    pass
+
+
+class Files(Protected, tornado.web.StaticFileHandler):
+    pass
+
+
+class Propfind(Protected):
+    SUPPORTED_METHODS = (*Protected.SUPPORTED_METHODS, "PROPFIND")
+
+    def propfind(self) -> None:
+        self.write("dav content")
+
+
+class Failing(KerberosAuthMixin, tornado.web.RequestHandler):
+    @authenticated
+    def get(self) -> None:
+        raise tornado.web.HTTPError(404)
+
+
+class CookieUser(KerberosAuthMixin, tornado.web.RequestHandler):
+    def get_current_user(self) -> str:
+        return "someone-from-a-cookie"
+
+    @authenticated
+    def get(self) -> None:
+        self.write(self.current_user.principal)
+
+
 HANDLERS = [
     (r"/whoami", Whoami),
     (r"/act", ActAsUser),
@@ -102,6 +138,11 @@ HANDLERS = [
     (r"/late", LateGuard),
     (r"/open", Open),
     (r"/page", Page),
+    (r"/via-mixin", ViaMixin),
+    (r"/files/(.*)", Files, {"path": os.path.dirname(__file__)}),
+    (r"/dav", Propfind),
+    (r"/failing", Failing),
+    (r"/cookie", CookieUser),
 ]
 
 
@@ -251,26 +292,30 @@ def test_basic_over_tls_logs_in_with_usable_credentials(
 
 
 @pytest.mark.parametrize(
-    "header",
+    ("header", "reason"),
     [
-        basic_header("user", "wrong password"),
-        basic_header("nobody", "whatever"),
-        basic_header("user", ""),
-        basic_header("", "password"),
-        basic_header("user@ELSEWHERE.ORG", "password"),
-        "Basic",
-        "Basic ****",
+        (basic_header("user", "wrong password"), "bad-password"),
+        (basic_header("nobody", "whatever"), "unknown-user"),
+        (basic_header("user", ""), "empty-password"),
+        (basic_header("", "password"), "malformed"),
+        (basic_header("user@ELSEWHERE.ORG", "password"), "foreign-realm"),
+        ("Basic", "malformed"),
+        ("Basic ****", "malformed"),
     ],
 )
 def test_basic_refusals_rechallenge(
-    serve: ServeFn, realm: Realm, tls: Any, caplog: pytest.LogCaptureFixture, header: str
+    serve: ServeFn,
+    realm: Realm,
+    tls: Any,
+    caplog: pytest.LogCaptureFixture,
+    header: str,
+    reason: str,
 ) -> None:
-    response = get(
-        start(serve, realm, https=True), "/whoami", tls.ca, headers={"Authorization": header}
-    )
+    server = start(serve, realm, https=True)
+    response = get(server, "/whoami", tls.ca, headers={"Authorization": header})
     assert response.status_code == 401
     assert challenges(response) == ["Negotiate", BASIC_CHALLENGE]
-    assert "Kerberos login refused (" in caplog.text
+    assert f"Kerberos login refused ({reason})" in ours(caplog)
 
 
 def test_basic_over_plain_http_sends_the_password_nowhere(
@@ -289,7 +334,7 @@ def test_basic_over_plain_http_sends_the_password_nowhere(
     assert "sent-in-clear" not in ours(caplog)
 
 
-def test_spoofed_kdc_gets_nobody_in_over_http(
+def test_spoofed_kdc_gets_nobody_in_over_https(
     serve: ServeFn,
     realm: Realm,
     tls: Any,
@@ -343,7 +388,8 @@ def test_slow_kdc_runs_logins_concurrently_off_the_ioloop(
     # The unrelated request finished while every login was still waiting on the KDC,
     # so it was not held up by even one 300 ms exchange.
     assert pending == 10
-    assert latency < 0.15, f"unrelated request took {latency * 1000:.0f} ms"
+    # "A few tens of milliseconds" at most (about 3 ms measured here).
+    assert latency < 0.05, f"unrelated request took {latency * 1000:.0f} ms"
     assert statuses == [200] * 10
     assert realm.proxy.max_in_flight >= 10
 
@@ -365,8 +411,10 @@ def test_missing_keytab_fails_closed_then_recovers(
         assert response.status_code == 503
     basic = get(server, "/whoami", tls.ca, auth=(realm.user, realm.password))
     assert basic.status_code == 503
-    errors = [r.getMessage() for r in caplog.records if r.name.startswith("tornado_kerb")]
-    assert len(errors) == 3 and all(f"keytab {keytab}: does not exist" in m for m in errors)
+    ours = [r for r in caplog.records if r.name.startswith("tornado_kerb")]
+    assert len(ours) == 3
+    assert all(r.levelno == logging.ERROR for r in ours)
+    assert all(f"keytab {keytab}: does not exist" in r.getMessage() for r in ours)
     shutil.copy(realm.keytab, keytab)  # fixed without a restart
     response = get(server, "/whoami", tls.ca, headers={"Authorization": negotiate_header()})
     assert response.status_code == 200
@@ -391,6 +439,45 @@ def test_guard_after_flush_raises_a_clear_error(
     with pytest.raises(requests.RequestException):
         get(server, "/late", tls.ca).raise_for_status()
     assert "authentication ran after the response headers were flushed" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "content"),
+    [
+        ("GET", "/via-mixin", "inherited content"),
+        ("GET", "/files/test_web.py", "class Files(Protected"),
+        ("HEAD", "/files/test_web.py", ""),
+        ("PROPFIND", "/dav", "dav content"),
+    ],
+)
+def test_required_base_guards_inherited_and_extra_methods(
+    serve: ServeFn, realm: Realm, tls: Any, method: str, path: str, content: str
+) -> None:
+    server = start(serve, realm)
+    refused = requests.request(method, server.url(path), timeout=30)
+    assert refused.status_code == 401
+    assert not content or content not in refused.text
+    header = {"Authorization": negotiate_header()}
+    allowed = requests.request(method, server.url(path), headers=header, timeout=30)
+    assert allowed.status_code == 200
+    assert content in allowed.text
+
+
+def test_mutual_token_survives_an_error_page(serve: ServeFn, realm: Realm, tls: Any) -> None:
+    auth = requests_gssapi.HTTPSPNEGOAuth(mutual_authentication=requests_gssapi.REQUIRED)
+    response = get(start(serve, realm), "/failing", tls.ca, auth=auth)
+    assert response.status_code == 404
+    (final,) = challenges(response)
+    assert final.startswith("Negotiate ") and len(final) > len("Negotiate ")
+
+
+def test_another_truthy_user_does_not_pass_the_guard(
+    serve: ServeFn, realm: Realm, tls: Any
+) -> None:
+    server = start(serve, realm)
+    assert get(server, "/cookie", tls.ca).status_code == 401
+    header = {"Authorization": negotiate_header()}
+    assert get(server, "/cookie", tls.ca, headers=header).text == realm.user
 
 
 def test_required_base_guards_subclass_methods(serve: ServeFn, realm: Realm, tls: Any) -> None:
@@ -491,3 +578,32 @@ def test_settings_typo_is_a_clear_server_error(
     server = serve([(r"/", Misconfigured)], {"keytba": "/etc/http.keytab"})
     assert get(server, "/", tls.ca).status_code == 500
     assert "unknown kerberos setting 'keytba' (did you mean 'keytab'?)" in caplog.text
+
+
+def test_two_authorization_headers_are_refused(serve: ServeFn, realm: Realm) -> None:
+    server = start(serve, realm)
+    conn = http.client.HTTPConnection("localhost", server.port, timeout=30)
+    conn.putrequest("GET", "/whoami")
+    conn.putheader("Authorization", negotiate_header())
+    conn.putheader("Authorization", negotiate_header())
+    conn.endheaders()
+    response = conn.getresponse()
+    assert response.status == 401
+    assert response.msg.get_all("WWW-Authenticate") == ["Negotiate"]
+    conn.close()
+
+
+def test_serving_leaves_the_process_environment_alone(
+    serve: ServeFn, realm: Realm, tls: Any
+) -> None:
+    before = dict(os.environ)
+    server = start(serve, realm, https=True)
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        basic = [
+            pool.submit(get, server, "/act", tls.ca, auth=(realm.user, realm.password))
+            for _ in range(4)
+        ]
+        negotiate = get(server, "/act", tls.ca, headers={"Authorization": negotiate_header()})
+        assert [b.result().json()["ticket"] for b in basic] == [True] * 4
+    assert negotiate.status_code == 200
+    assert dict(os.environ) == before

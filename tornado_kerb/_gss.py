@@ -14,7 +14,7 @@ from typing import Literal
 
 from gssapi.raw.misc import GSSError
 
-from .errors import AuthenticationFailed, KDCUnavailable
+from .errors import AuthenticationFailed, KDCUnavailable, KeytabError
 
 _KRB5 = 0x96C73A00  # ERROR_TABLE_BASE_krb5 (-1765328384) as an unsigned minor code
 
@@ -84,6 +84,11 @@ def translate(err: GSSError, stage: Stage) -> AuthenticationFailed | KDCUnavaila
     if stage != "accept" and _offset(err) in _KDC_UNREACHABLE:
         return KDCUnavailable("kdc-unreachable", detail)
     return AuthenticationFailed(reason_for(err, stage), detail)
+
+
+def keytab_error(keytab: str, err: GSSError) -> KeytabError:
+    """Our exception for acceptor credentials that could not be acquired from ``keytab``."""
+    return KeytabError(keytab, describe(err))
 
 
 @contextlib.contextmanager

@@ -13,24 +13,33 @@ import time
 
 import gssapi
 import gssapi.raw
+import krb5
 
 from ._gss import translated
 from ._header import decode_base64
 from .errors import AuthenticationFailed
 from .negotiate import Accepted, Acceptor
 
-__all__ = ["parse_basic", "prove_password"]
+__all__ = ["default_realm", "parse_basic", "prove_password"]
 
 _MAX_USER = 256
 _MAX_PASSWORD = 1024
 
 
-def parse_basic(credentials: str, realm: str | None) -> tuple[str, str]:
+def default_realm() -> str | None:
+    """krb5's default realm (``default_realm`` in krb5.conf), or ``None`` if there is none."""
+    try:
+        return krb5.get_default_realm(krb5.init_context()).decode()
+    except krb5.Krb5Error:
+        return None
+
+
+def parse_basic(credentials: str, realm: str) -> tuple[str, str]:
     """Decode ``Basic <base64(user:password)>`` into ``(principal, password)``.
 
-    A bare user name gets ``@realm``. When ``realm`` is set, names in any other realm are
-    refused here, before the KDC sees them: otherwise a client could make the server send
-    AS requests to a KDC of its choosing. Raises :class:`AuthenticationFailed`.
+    A bare user name gets ``@realm``; a name in any other realm is refused here, before
+    the KDC sees it, or a client could make the server send AS requests (and DNS lookups)
+    to a KDC of its choosing. Raises :class:`AuthenticationFailed`.
     """
     raw = decode_base64(credentials)
     try:
@@ -44,16 +53,20 @@ def parse_basic(credentials: str, realm: str | None) -> tuple[str, str]:
         raise AuthenticationFailed("empty-password")
     if len(user) > _MAX_USER or len(password) > _MAX_PASSWORD:
         raise AuthenticationFailed("malformed", "credentials too long")
-    if any(ord(c) < 0x20 or c == "\x7f" for c in user + password) or "/" in user:
-        raise AuthenticationFailed("malformed", "control character or '/' in credentials")
+    if any(ord(c) < 0x20 or c == "\x7f" for c in user + password):
+        raise AuthenticationFailed("malformed", "control character in credentials")
+    # "/" would name a service instance, "\\" escapes krb5's separators: neither belongs
+    # in a user name typed into a browser.
+    if "/" in user or "\\" in user:
+        raise AuthenticationFailed("malformed", "'/' or '\\' in user name")
     name, at, user_realm = user.rpartition("@")
     if not at:
-        name, user_realm = user, realm or ""
+        name, user_realm = user, realm
     if not name or "@" in name:
         raise AuthenticationFailed("malformed", "bad user name")
-    if realm and user_realm != realm:
+    if user_realm != realm:
         raise AuthenticationFailed("foreign-realm", f"realm {user_realm!r} is not {realm!r}")
-    return (f"{name}@{user_realm}" if user_realm else name), password
+    return f"{name}@{realm}", password
 
 
 def prove_password(principal: str, password: str, acceptor: Acceptor) -> Accepted:

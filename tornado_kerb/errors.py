@@ -24,8 +24,8 @@ class KeytabError(KerberosError):
         self.why = why
 
 
-class AuthenticationFailed(KerberosError):
-    """The client's credentials were not accepted; ``reason`` is a short word for the log."""
+class LoginError(KerberosError):
+    """A login did not succeed; ``reason`` is a short word for the log, ``detail`` more."""
 
     def __init__(self, reason: str, detail: str = "") -> None:
         super().__init__(f"{reason}: {detail}" if detail else reason)
@@ -33,10 +33,9 @@ class AuthenticationFailed(KerberosError):
         self.detail = detail
 
 
-class KDCUnavailable(KerberosError):
-    """A password could not be checked because no KDC answered (or too many are waiting)."""
+class AuthenticationFailed(LoginError):
+    """The client's credentials were not accepted (the answer is 401)."""
 
-    def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
-        self.detail = detail
+
+class KDCUnavailable(LoginError):
+    """A password could not be checked: no KDC answered, or too many logins wait (503)."""

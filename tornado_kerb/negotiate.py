@@ -16,7 +16,7 @@ import gssapi.raw
 import krb5
 from gssapi.raw.misc import GSSError
 
-from ._gss import describe, translate
+from ._gss import keytab_error, translate
 from ._header import decode_base64
 from .errors import AuthenticationFailed, KeytabError
 
@@ -68,11 +68,9 @@ class Acceptor:
         self.path: str | None = (rest if kind in {"FILE", "WRFILE"} else None) if typed else keytab
         self._service = service
         self._hostname = hostname
-        self._name = (
-            gssapi.Name(f"{service}@{hostname}", gssapi.NameType.hostbased_service)
-            if hostname
-            else None
-        )
+        # "HTTP@" (no host) makes MIT accept HTTP/<any host> from the keytab and nothing
+        # else: without a name it would accept a ticket for any key in it (host/, nfs/…).
+        self._name = gssapi.Name(f"{service}@{hostname or ''}", gssapi.NameType.hostbased_service)
         self._lock = threading.Lock()
         self._creds: gssapi.Credentials | None = None
         self._principal = ""
@@ -101,12 +99,17 @@ class Acceptor:
             # the next property read, and each read costs another inquiry (measured: the
             # whole accept is ~40% cheaper this way).
             result = gssapi.raw.accept_sec_context(token, acceptor_creds=creds)
-            principal = gssapi.raw.display_name(result.initiator_name).name.decode()
+            if result.more_steps:
+                raise AuthenticationFailed("continue-needed", "multi-step SPNEGO")
+            name = gssapi.raw.display_name(result.initiator_name).name
         except GSSError as err:
             self._check_still_readable()
             raise translate(err, "accept") from None
-        if result.more_steps:
-            raise AuthenticationFailed("continue-needed", "multi-step SPNEGO")
+        try:
+            principal = name.decode()
+        except UnicodeDecodeError:
+            # Replacing bad bytes could make two principals look alike: refuse instead.
+            raise AuthenticationFailed("bad-name", "principal is not UTF-8") from None
         delegated = (
             gssapi.Credentials(base=result.delegated_creds)
             if result.delegated_creds is not None
@@ -131,7 +134,7 @@ class Acceptor:
                 name=self._name, usage="accept", store={"keytab": self.keytab}
             )
         except GSSError as err:
-            raise KeytabError(self.keytab, describe(err)) from None
+            raise keytab_error(self.keytab, err) from None
         log.info("acceptor credentials acquired from keytab %s", self.keytab)
         return creds
 

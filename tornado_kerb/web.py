@@ -17,8 +17,14 @@ import tornado.ioloop
 import tornado.web
 
 from ._header import split_authorization
-from .basic import parse_basic, prove_password
-from .errors import AuthenticationFailed, KDCUnavailable, KeytabError
+from .basic import default_realm, parse_basic, prove_password
+from .errors import (
+    AuthenticationFailed,
+    ConfigurationError,
+    KDCUnavailable,
+    KeytabError,
+    LoginError,
+)
 from .negotiate import Accepted, Acceptor, parse_negotiate
 from .settings import KerberosSettings
 from .user import KerberosUser, Mechanism
@@ -45,6 +51,13 @@ class _Authenticator:
     def __init__(self, settings: KerberosSettings) -> None:
         self.settings = settings
         self.acceptor = Acceptor(settings.keytab, settings.service, settings.hostname)
+        realm = settings.realm or default_realm()
+        if settings.basic and not realm:
+            raise ConfigurationError(
+                "Basic needs a realm: set kerberos['realm'] or default_realm in krb5.conf"
+            )
+        #: Realm of Basic users and of the Basic challenge.
+        self.realm = realm or ""
         self.executor = concurrent.futures.ThreadPoolExecutor(
             settings.kdc_workers, thread_name_prefix="tornado_kerb-kdc"
         )
@@ -110,21 +123,26 @@ class KerberosAuthMixin(_HandlerBase):
     connections only, ``Basic``. On success ``current_user`` is a :class:`KerberosUser`.
     """
 
-    #: Guard every HTTP method defined by this class and its subclasses.
+    #: Guard every HTTP method this class and its subclasses dispatch to (see :func:`public`).
     kerberos_required: bool = False
 
     _KERBEROS_SETTINGS_KEY = "kerberos"
-    _KERBEROS_HTTP_METHODS = ("get", "head", "post", "delete", "patch", "put", "options")
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if not cls.kerberos_required:
             return
         # Wrapping at class creation, not in prepare(), keeps the protection even when a
-        # subclass overrides prepare() and forgets to call super().
-        for name in cls._KERBEROS_HTTP_METHODS:
-            method = cls.__dict__.get(name)
-            if callable(method) and not getattr(method, "_tornado_kerb_public", False):
+        # subclass overrides prepare() and forgets to call super(). Every method Tornado
+        # may dispatch to is wrapped, wherever it was defined (another base, a
+        # StaticFileHandler, a SUPPORTED_METHODS extension).
+        for verb in cls.SUPPORTED_METHODS:
+            name = verb.lower()
+            method = getattr(cls, name, None)
+            # RequestHandler's own "405" stubs stay as they are: a wrapped copy here would
+            # hide a real method of a later base (StaticFileHandler.get) in the MRO.
+            unimplemented = method is getattr(tornado.web.RequestHandler, name, None)
+            if callable(method) and not unimplemented and not _is_public(method):
                 setattr(cls, name, authenticated(method))
 
     def get_kerberos_settings(self) -> KerberosSettings:
@@ -142,6 +160,15 @@ class KerberosAuthMixin(_HandlerBase):
             cached = (weakref.ref(app), raw, KerberosSettings.from_mapping(raw))
             _parsed[id(app)] = cached
         return cached[2]
+
+    def clear(self) -> None:
+        """Reset the response (see :meth:`tornado.web.RequestHandler.clear`), keeping the
+        mutual-authentication token: an error page after a successful login must still
+        prove the server to a client that requires it."""
+        super().clear()
+        token = getattr(self, "_kerberos_mutual_token", None)
+        if token:
+            self.add_header("WWW-Authenticate", token)
 
     def write_kerberos_unauthorized(self) -> None:
         """Write the body of the 401 answer. May be overridden (status and challenges
@@ -185,28 +212,29 @@ class KerberosAuthMixin(_HandlerBase):
                 )
                 return None
             if scheme == "basic" and offer_basic:
-                principal, password = parse_basic(credentials, settings.realm)
+                principal, password = parse_basic(credentials, auth.realm)
                 return self._kerberos_basic(auth, principal, password, offer_basic)
             if scheme == "basic":
                 # Plain HTTP (or Basic turned off): the password goes nowhere.
                 raise AuthenticationFailed("basic-not-offered")
             raise AuthenticationFailed("unsupported-scheme" if scheme else "no-credentials")
-        except (AuthenticationFailed, KDCUnavailable, KeytabError) as err:
-            self._kerberos_refuse(err, settings, offer_basic)
+        except (LoginError, KeytabError) as err:
+            self._kerberos_refuse(err, auth, offer_basic)
 
     async def _kerberos_basic(
         self, auth: _Authenticator, principal: str, password: str, offer_basic: bool
     ) -> KerberosUser:
         try:
             accepted = await auth.prove(principal, password)
-        except (AuthenticationFailed, KDCUnavailable, KeytabError) as err:
-            self._kerberos_refuse(err, auth.settings, offer_basic)
+        except (LoginError, KeytabError) as err:
+            self._kerberos_refuse(err, auth, offer_basic)
         return self._kerberos_login(accepted, "basic")
 
     def _kerberos_login(self, accepted: Accepted, mechanism: Mechanism) -> KerberosUser:
         if accepted.output_token:
             token = base64.b64encode(accepted.output_token).decode("ascii")
-            self.add_header("WWW-Authenticate", f"Negotiate {token}")
+            self._kerberos_mutual_token = f"Negotiate {token}"
+            self.add_header("WWW-Authenticate", self._kerberos_mutual_token)
         log.debug("authenticated %s via %s", accepted.principal, mechanism)
         user = KerberosUser(
             principal=accepted.principal,
@@ -218,10 +246,7 @@ class KerberosAuthMixin(_HandlerBase):
         return user
 
     def _kerberos_refuse(
-        self,
-        err: AuthenticationFailed | KDCUnavailable | KeytabError,
-        settings: KerberosSettings,
-        offer_basic: bool,
+        self, err: LoginError | KeytabError, auth: _Authenticator, offer_basic: bool
     ) -> NoReturn:
         """The one place a failure becomes a log line and an answer."""
         if isinstance(err, AuthenticationFailed):
@@ -229,19 +254,16 @@ class KerberosAuthMixin(_HandlerBase):
             peer = self.request.remote_ip
             log.log(level, "Kerberos login refused (%s) from %s", err.reason, peer)
             log.debug("refusal detail: %s", err.detail)
-            self._kerberos_answer(401, settings, offer_basic)
-        if isinstance(err, KDCUnavailable):
+            self._kerberos_answer(401, auth.realm if offer_basic else None)
+        elif isinstance(err, KDCUnavailable):
             log.error("Kerberos login impossible (%s): %s", err.reason, err.detail)
-            self._kerberos_answer(503, settings, offer_basic, retry_after=settings.retry_after)
-        log.error("Kerberos logins impossible, failing closed: %s", err)
-        self._kerberos_answer(503, settings, offer_basic)
+            self._kerberos_answer(503, retry_after=auth.settings.retry_after)
+        else:
+            log.error("Kerberos logins impossible, failing closed: %s", err)
+            self._kerberos_answer(503)
 
     def _kerberos_answer(
-        self,
-        status: int,
-        settings: KerberosSettings,
-        offer_basic: bool,
-        retry_after: int | None = None,
+        self, status: int, basic_realm: str | None = None, retry_after: int | None = None
     ) -> NoReturn:
         # Not send_error(): it clears headers after we set them. clear() first drops
         # anything prepare() may have buffered, so the answer carries none of the body.
@@ -249,9 +271,8 @@ class KerberosAuthMixin(_HandlerBase):
         self.set_status(status)
         if status == 401:
             self.add_header("WWW-Authenticate", "Negotiate")
-            if offer_basic:
-                realm = settings.realm or "Kerberos"
-                self.add_header("WWW-Authenticate", f'Basic realm="{realm}", charset="UTF-8"')
+            if basic_realm is not None:
+                self.add_header("WWW-Authenticate", f'Basic realm="{basic_realm}", charset="UTF-8"')
             self.write_kerberos_unauthorized()
         else:
             if retry_after:
@@ -283,7 +304,9 @@ def authenticated(method: F) -> F:
                 f"@tornado_kerb.authenticated needs {type(self).__name__} to inherit "
                 "KerberosAuthMixin"
             )
-        if not self.current_user:
+        # Only a Kerberos login counts: a truthy user from some other get_current_user
+        # (a cookie, say) must not stand in for one.
+        if not isinstance(self.current_user, KerberosUser):
             pending = self._kerberos_begin()
             if pending is not None:
                 return _run_after(pending, method, self, args, kwargs)
@@ -305,6 +328,10 @@ async def _run_after(
     if inspect.isawaitable(result):
         result = await result
     return result
+
+
+def _is_public(method: Callable[..., Any]) -> bool:
+    return bool(getattr(method, "_tornado_kerb_public", False))
 
 
 def public(method: F) -> F:
