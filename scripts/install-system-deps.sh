@@ -13,8 +13,14 @@ have curl         || need+=(curl)
 have openssl      || need+=(openssl)
 have gcc          || need+=(gcc)
 have make         || need+=(make)
+# gssapi and krb5 compile against Python's headers, and make creates a venv.
+python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
+[ -f "$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["include"])')/Python.h" ] \
+  || need+=(python3-dev)
+# The demo's browser test: Firefox ESR, and certutil to trust the development CA.
 if [ "${TORNADO_KERB_NO_BROWSER:-}" != 1 ]; then
   have firefox-esr || need+=(firefox-esr)
+  have certutil    || need+=(libnss3-tools)
 fi
 
 [ ${#need[@]} -eq 0 ] && exit 0
