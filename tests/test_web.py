@@ -411,10 +411,10 @@ def test_missing_keytab_fails_closed_then_recovers(
         assert response.status_code == 503
     basic = get(server, "/whoami", tls.ca, auth=(realm.user, realm.password))
     assert basic.status_code == 503
-    ours = [r for r in caplog.records if r.name.startswith("tornado_kerb")]
-    assert len(ours) == 3
-    assert all(r.levelno == logging.ERROR for r in ours)
-    assert all(f"keytab {keytab}: does not exist" in r.getMessage() for r in ours)
+    records = [r for r in caplog.records if r.name.startswith("tornado_kerb")]
+    assert len(records) == 3
+    assert all(r.levelno == logging.ERROR for r in records)
+    assert all(f"keytab {keytab}: does not exist" in r.getMessage() for r in records)
     shutil.copy(realm.keytab, keytab)  # fixed without a restart
     response = get(server, "/whoami", tls.ca, headers={"Authorization": negotiate_header()})
     assert response.status_code == 200
