@@ -34,7 +34,8 @@ def _read_exactly(sock: socket.socket, n: int) -> bytes | None:
 
 
 class KDCProxy:
-    """Relay Kerberos TCP exchanges to ``upstream``; settable ``delay``, ``down``, ``upstream``."""
+    """Relay Kerberos TCP exchanges to ``upstream``; settable ``delay``, ``down``, ``upstream``,
+    and :meth:`hold`/:meth:`release` to keep exchanges waiting until a test is ready."""
 
     def __init__(self, upstream_port: int) -> None:
         self.upstream = ("127.0.0.1", upstream_port)
@@ -44,6 +45,8 @@ class KDCProxy:
         self.in_flight = 0
         self.max_in_flight = 0
         self._cond = threading.Condition()
+        self._gate = threading.Event()
+        self._gate.set()
         proxy = self
 
         class Handler(socketserver.BaseRequestHandler):
@@ -68,6 +71,7 @@ class KDCProxy:
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
             self._cond.notify_all()
         try:
+            self._gate.wait(timeout=60)
             if self.delay:
                 time.sleep(self.delay)  # the fault under test: a slow KDC
             with socket.create_connection(self.upstream, timeout=10) as kdc:
@@ -79,6 +83,13 @@ class KDCProxy:
             with self._cond:
                 self.in_flight -= 1
                 self._cond.notify_all()
+
+    def hold(self) -> None:
+        """Keep every exchange waiting at the proxy until :meth:`release`."""
+        self._gate.clear()
+
+    def release(self) -> None:
+        self._gate.set()
 
     def wait_for_in_flight(self, count: int, timeout: float = 30) -> bool:
         """Block until ``count`` exchanges are held at once (or ``timeout``)."""
@@ -92,6 +103,7 @@ class KDCProxy:
                 self.upstream = ("127.0.0.1", upstream_port)
             self.delay = 0.0
             self.down = False
+            self._gate.set()
             self.exchanges = 0
             self.max_in_flight = 0
 
