@@ -27,7 +27,6 @@ import asyncio
 import base64
 import dataclasses
 import os
-import random
 import signal
 import statistics
 import subprocess
@@ -36,7 +35,8 @@ from pathlib import Path
 from types import FrameType
 
 import gssapi
-import k5test
+
+from tornado_kerb.testing import start_realm
 
 from .load import BenchFailure, RoundResult, build_requests, run_round
 
@@ -177,10 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _terminated)
     cpus = sorted(os.sched_getaffinity(0))
     server_cpu, load_cpu = (cpus[0], cpus[1]) if len(cpus) >= 2 else (None, None)
-    realm = k5test.K5Realm(
-        portbase=random.randrange(20000, 32000, 10),
-        krb5_conf={"libdefaults": {"dns_canonicalize_hostname": "false", "rdns": "false"}},
-    )
+    realm = start_realm()
     servers: list[Server] = []
     try:
         os.environ.update(realm.env)

@@ -11,7 +11,6 @@ import asyncio
 import dataclasses
 import os
 import pathlib
-import random
 import ssl
 import subprocess
 import threading
@@ -25,38 +24,26 @@ import tornado.netutil
 import tornado.web
 
 from tests.kdc_proxy import KDCProxy
+from tornado_kerb.testing import start_realm
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-REALM = "KRBTEST.COM"
-HTTP_PRINCIPAL = f"HTTP/localhost@{REALM}"
-
-
-def random_portbase() -> int:
-    # Below Linux's ephemeral range (32768+), where the proxy's and servers' ports come from.
-    return random.randrange(20000, 32000, 10)
 
 
 def make_realm(proxy: KDCProxy | None = None, **kwargs: Any) -> k5test.K5Realm:
-    """A k5test realm on a random port base (retrying a taken one), KDC reached over TCP."""
-    last: Exception | None = None
-    for _ in range(5):
-        portbase = random_portbase()
-        libdefaults = {
-            "dns_canonicalize_hostname": "false",
-            "rdns": "false",
-            "forwardable": "true",
-            # TCP first, so every exchange can go through the proxy.
-            "udp_preference_limit": "1",
-        }
-        conf: dict[str, Any] = {"libdefaults": libdefaults}
-        if proxy is not None:
-            proxy.reset(upstream_port=portbase)
-            conf["realms"] = {"$realm": {"kdc": f"127.0.0.1:{proxy.port}"}}
-        try:
-            return k5test.K5Realm(portbase=portbase, krb5_conf=conf, **kwargs)
-        except Exception as err:  # a taken port makes krb5kdc exit at start-up
-            last = err
-    raise RuntimeError(f"could not start a KDC: {last}")
+    """A realm on a random port base; with ``proxy``, clients reach its KDC through it.
+
+    With a proxy, pass ``get_creds=False``: the proxy learns the KDC's port only after
+    the realm exists.
+    """
+    # TCP first, so every exchange can go through the proxy; forwardable, so clients
+    # can delegate.
+    conf: dict[str, Any] = {"libdefaults": {"forwardable": "true", "udp_preference_limit": "1"}}
+    if proxy is not None:
+        conf["realms"] = {"$realm": {"kdc": f"127.0.0.1:{proxy.port}"}}
+    k5 = start_realm(krb5_conf=conf, **kwargs)
+    if proxy is not None:
+        proxy.reset(upstream_port=k5.portbase)
+    return k5
 
 
 @dataclasses.dataclass
