@@ -1,0 +1,154 @@
+"""tornado_kerb demo: Kerberos single sign-on over HTTPS (and plain HTTP), nothing to set up.
+
+Run it with ``make demo`` or ``python -m demo``. With no options it starts a throwaway MIT
+realm (a KDC, ``HTTP/localhost``, the user ``alice`` with a ticket), makes development
+certificates if ``certs/`` has none, serves HTTPS (Negotiate and Basic) and plain HTTP
+(Negotiate only) on localhost, and prints what to paste into a terminal to log in with
+curl or Firefox. Ctrl-C stops the server and the KDC and removes the realm.
+
+With ``--keytab`` (and usually ``--hostname``, ``--realm``, ``--cert``, ``--key``) it
+serves your real realm instead and starts no KDC. ``python -m demo --help`` lists all
+options.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pathlib
+import signal
+import ssl
+import subprocess
+import sys
+
+import tornado.httpserver
+import tornado.netutil
+from tornado.options import define, options, parse_command_line
+
+from demo.app import make_app
+from demo.realm import BACKEND, PASSWORD, USER, DemoRealm
+from tornado_kerb import KerberosSettings, KeytabError
+from tornado_kerb.negotiate import Acceptor
+
+CERTS = pathlib.Path(__file__).resolve().parent.parent / "certs"
+
+define("port", default=8443, help="HTTPS port (Negotiate and Basic); 0 picks a free one")
+define("http_port", default=8080, help="plain HTTP port (Negotiate only); 0 picks a free one")
+define("address", default="localhost", help="address to listen on")
+define("keytab", default=None, help="serve a real realm with this service keytab")
+define("hostname", default=None, help="service host name (default: localhost)")
+define("realm", default=None, help="realm of Basic users (default: krb5's default realm)")
+define("cert", default=None, help="TLS certificate (default: certs/localhost.pem, made if missing)")
+define("key", default=None, help="TLS private key (default: certs/localhost.key)")
+define(
+    "backend", default=None, help=f"service/host that /act gets a ticket for (default: {BACKEND})"
+)
+
+
+def tls_files() -> tuple[str, str, str | None]:
+    """Certificate, key and (for the printed recipe) the CA that signed them."""
+    if options.cert or options.key:
+        if not (options.cert and options.key):
+            sys.exit("--cert and --key go together")
+        return options.cert, options.key, None
+    # Development certificates: the script does nothing if they exist already.
+    script = CERTS / "make-dev-certs.sh"
+    subprocess.run([str(script), str(CERTS)], check=True, stdout=sys.stderr)
+    return str(CERTS / "localhost.pem"), str(CERTS / "localhost.key"), str(CERTS / "ca.pem")
+
+
+def listen(server: tornado.httpserver.HTTPServer, port: int) -> int:
+    sockets = tornado.netutil.bind_sockets(port, options.address)
+    server.add_sockets(sockets)
+    return int(sockets[0].getsockname()[1])
+
+
+def recipe(https: str, http: str, ca: str | None, realm: DemoRealm | None) -> str:
+    """The block a newcomer pastes into another terminal."""
+    cacert = f" --cacert {ca}" if ca else ""
+    lines = [
+        "",
+        "tornado_kerb demo is running",
+        f"  HTTPS (Negotiate + Basic): {https}/",
+        f"  HTTP  (Negotiate only):    {http}/",
+        "",
+        "Paste into another terminal:",
+        "",
+    ]
+    if realm:
+        lines += [f"  export KRB5_CONFIG={realm.krb5_conf}", f"  export KRB5CCNAME={realm.ccache}"]
+    lines += [
+        f"  curl --negotiate -u :{cacert} {https}/api/whoami",
+        f"  curl --negotiate -u : --delegation always{cacert} '{https}/act?format=json'",
+    ]
+    if realm:
+        lines += [
+            f"  curl -u {USER}:{PASSWORD}{cacert} {https}/api/whoami",
+            f"  kinit {USER}    # password {PASSWORD}, if the ticket runs out",
+        ]
+    lines += [
+        "",
+        "Firefox: in about:config set network.negotiate-auth.trusted-uris to localhost (and",
+        "network.negotiate-auth.delegation-uris too, for /act)"
+        + (f", trust {ca} under Settings > Certificates > Authorities," if ca else ","),
+        ("and start it from a terminal with the exports above: " if realm else "and run: ")
+        + f"firefox {https}/whoami",
+        "",
+        "Ctrl-C stops the server" + (" and removes the throwaway realm." if realm else "."),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+async def serve(realm: DemoRealm | None) -> None:
+    hostname = options.hostname or "localhost"
+    kerberos = {
+        "keytab": realm.keytab if realm else options.keytab,
+        "hostname": hostname,
+        "realm": options.realm or (realm and "DEMO.TEST"),
+    }
+    KerberosSettings.from_mapping(kerberos)  # a typo fails here, not at the first request
+    try:
+        Acceptor(kerberos["keytab"], hostname=hostname).credentials()
+    except KeytabError as err:
+        print(f"warning: {err}; every login will fail until it is fixed", file=sys.stderr)
+    cert, key, ca = tls_files()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    app = make_app(kerberos, options.backend or (BACKEND if realm else f"host/{hostname}"))
+    https_server = tornado.httpserver.HTTPServer(app, ssl_options=context)
+    http_server = tornado.httpserver.HTTPServer(app)
+    https_port = listen(https_server, options.port)
+    http_port = listen(http_server, options.http_port)
+    print(
+        recipe(f"https://{hostname}:{https_port}", f"http://{hostname}:{http_port}", ca, realm),
+        flush=True,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    for server in (https_server, http_server):
+        server.stop()
+        await server.close_all_connections()
+
+
+async def main() -> None:
+    parse_command_line()
+    realm = None if options.keytab else DemoRealm()
+    try:
+        if realm:
+            # Set once, before serving: the server process lives in the demo realm. The
+            # library itself never touches the environment.
+            os.environ["KRB5_CONFIG"] = realm.krb5_conf
+            os.environ["KRB5RCACHEDIR"] = realm.rcache_dir
+        await serve(realm)
+    finally:
+        if realm:
+            realm.stop()
+    print("stopped" + (": KDC stopped, realm removed" if realm else ""), flush=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,109 @@
+"""The demo's pages: a public landing page, who-am-I (HTML and JSON), acting as the user."""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+from typing import Any
+
+import gssapi
+import tornado.ioloop
+import tornado.web
+
+from tornado_kerb import KerberosAuthMixin, KerberosUser
+
+log = logging.getLogger("demo")
+
+TEMPLATES = os.path.join(os.path.dirname(__file__), "templates")
+
+
+def describe(handler: tornado.web.RequestHandler, user: KerberosUser) -> dict[str, Any]:
+    """What the who-am-I pages show."""
+    expires = (
+        datetime.datetime.fromtimestamp(user.expires_at, datetime.timezone.utc)
+        if user.expires_at
+        else None
+    )
+    return {
+        "principal": user.principal,
+        "mechanism": user.mechanism,
+        "delegated": user.delegated_credentials is not None,
+        "expires": expires.isoformat(timespec="seconds") if expires else None,
+        "tls": handler.request.protocol == "https",
+    }
+
+
+class DemoHandler(KerberosAuthMixin, tornado.web.RequestHandler):
+    """Base of the guarded pages: every method of a subclass needs a Kerberos login."""
+
+    kerberos_required = True
+
+    def on_finish(self) -> None:
+        user = self.current_user
+        if isinstance(user, KerberosUser):
+            # The record a test (or you) can check: who got which page, and how.
+            log.info("served %s to %s via %s", self.request.path, user.principal, user.mechanism)
+
+
+class Landing(tornado.web.RequestHandler):
+    def get(self) -> None:
+        self.render("index.html", backend=self.settings["backend"])
+
+
+class Whoami(DemoHandler):
+    def get(self) -> None:
+        self.render("whoami.html", me=describe(self, self.current_user))
+
+
+class WhoamiJSON(DemoHandler):
+    def get(self) -> None:
+        self.write(describe(self, self.current_user))
+
+
+class ActAsUser(DemoHandler):
+    """Use the user's credentials: get a ticket for a backend service as them."""
+
+    async def get(self) -> None:
+        user: KerberosUser = self.current_user
+        backend = self.settings["backend"]
+        result: dict[str, Any] = {"principal": user.principal, "backend": backend}
+        if user.delegated_credentials is None:
+            result.update(ok=False, why="the client delegated no credentials")
+        else:
+            loop = tornado.ioloop.IOLoop.current()
+            # May talk to the KDC: never on the IOLoop.
+            result.update(
+                await loop.run_in_executor(None, ticket_for, user.delegated_credentials, backend)
+            )
+        if self.get_argument("format", "") == "json":
+            self.write(result)
+        else:
+            self.render("act.html", result=result)
+
+
+def ticket_for(creds: gssapi.Credentials, backend: str) -> dict[str, Any]:
+    """Start a context with ``backend`` as the user; the KDC issues a ticket for it."""
+    service, _, host = backend.partition("/")
+    target = gssapi.Name(f"{service}@{host}", gssapi.NameType.hostbased_service)
+    try:
+        ctx = gssapi.SecurityContext(name=target, creds=creds, usage="initiate")
+        token = ctx.step()
+    except gssapi.exceptions.GSSError as err:
+        return {"ok": False, "why": " ".join(str(err).split())}
+    return {"ok": True, "token_bytes": len(token or b""), "as": str(creds.name)}
+
+
+def make_app(kerberos: dict[str, Any], backend: str) -> tornado.web.Application:
+    """The demo application; the same one serves HTTPS and plain HTTP."""
+    return tornado.web.Application(
+        [
+            (r"/", Landing),
+            (r"/whoami", Whoami),
+            (r"/api/whoami", WhoamiJSON),
+            (r"/act", ActAsUser),
+        ],
+        template_path=TEMPLATES,
+        kerberos=kerberos,
+        backend=backend,
+    )

@@ -1,0 +1,188 @@
+"""The demo as a newcomer runs it: a subprocess, its printed recipe, real clients, Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from tests.conftest import ROOT, Realm
+
+READY = "Ctrl-C stops the server"
+
+
+class Demo:
+    """``python -m demo`` started the way ``make demo`` starts it, with its recipe read."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "demo", "--port=0", "--http_port=0", *args],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        lines = []
+        for line in self.proc.stdout:  # the demo prints its recipe once it listens
+            lines.append(line)
+            if READY in line:
+                break
+        self.recipe = "".join(lines)
+        assert READY in self.recipe, self.recipe + self.stop()
+        self.https = re.search(r"https://localhost:\d+", self.recipe).group(0)  # type: ignore[union-attr]
+        self.http = re.search(r"http://localhost:\d+", self.recipe).group(0)  # type: ignore[union-attr]
+        self.exports = dict(re.findall(r"export (\w+)=(\S+)", self.recipe))
+        self.commands = [line.strip() for line in lines if line.strip().startswith("curl ")]
+        self.kdcs = _children(self.proc.pid, "krb5kdc")
+
+    def env(self) -> dict[str, str]:
+        """This process's environment plus the recipe's exports."""
+        return {**os.environ, **self.exports}
+
+    def stop(self, signum: int = signal.SIGINT) -> str:
+        """Send ``signum``, wait for the exit, return what was printed after the recipe."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signum)
+        out, err = self.proc.communicate(timeout=30)
+        return out + err
+
+
+def _children(pid: int, name: str) -> list[int]:
+    found = subprocess.run(["pgrep", "-P", str(pid), "-x", name], capture_output=True, text=True)
+    return [int(p) for p in found.stdout.split()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.fixture
+def demo() -> Iterator[Demo]:
+    running = Demo()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def _run(command: str, env: dict[str, str]) -> str:
+    return subprocess.run(
+        [*shlex.split(command), "-sS", "--fail"],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    ).stdout
+
+
+def test_recipe_logs_in_with_curl_negotiate_delegation_and_basic(demo: Demo) -> None:
+    assert set(demo.exports) == {"KRB5_CONFIG", "KRB5CCNAME"}
+    assert demo.kdcs, "the throwaway realm runs its own KDC"
+    negotiate, delegation, basic = demo.commands[:3]
+    assert "--cacert" in negotiate and "--negotiate" in negotiate
+    me = json.loads(_run(negotiate, demo.env()))
+    assert me == {
+        "principal": "alice@DEMO.TEST",
+        "mechanism": "negotiate",
+        "delegated": False,
+        "expires": me["expires"],
+        "tls": True,
+    }
+    assert me["expires"]
+    acted = json.loads(_run(delegation, demo.env()))
+    assert acted["ok"] is True and acted["as"] == "alice@DEMO.TEST"
+    assert acted["backend"] == "backend/localhost"
+    # Basic needs no ticket at all: run it without the exports' ticket cache.
+    with_basic = json.loads(_run(basic, {**demo.env(), "KRB5CCNAME": "MEMORY:empty"}))
+    assert with_basic["mechanism"] == "basic" and with_basic["delegated"] is True
+
+
+def test_recipe_works_with_requests_gssapi(demo: Demo) -> None:
+    ca = re.search(r"--cacert (\S+)", demo.commands[0]).group(1)  # type: ignore[union-attr]
+    script = (
+        "import sys, requests, requests_gssapi\n"
+        "auth = requests_gssapi.HTTPSPNEGOAuth(mutual_authentication=requests_gssapi.REQUIRED)\n"
+        "r = requests.get(sys.argv[1], auth=auth, verify=sys.argv[2], timeout=30)\n"
+        "print(r.status_code, r.json()['principal'])\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, f"{demo.https}/api/whoami", ca],
+        env=demo.env(),
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
+    assert out.split() == ["200", "alice@DEMO.TEST"]
+
+
+def test_plain_http_offers_negotiate_only(demo: Demo) -> None:
+    out = subprocess.run(
+        [
+            "curl",
+            "-sS",
+            "-D",
+            "-",
+            "-o",
+            "/dev/null",
+            "-u",
+            "alice:alice-demo-password",
+            f"{demo.http}/api/whoami",
+        ],
+        env=demo.env(),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert out.startswith("HTTP/1.1 401")
+    assert re.findall(r"(?im)^www-authenticate: (.*?)\r?$", out) == ["Negotiate"]
+    html = _run(f"curl --negotiate -u : {demo.http}/whoami", demo.env())
+    assert "<h1>You are alice@DEMO.TEST</h1>" in html and "plain HTTP" in html
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_signal_stops_server_and_realm(signum: int) -> None:
+    demo = Demo()
+    kdcs = demo.kdcs
+    realm_dir = os.path.dirname(demo.exports["KRB5_CONFIG"])
+    assert kdcs and os.path.isdir(realm_dir)
+    tail = demo.stop(signum)
+    assert demo.proc.returncode == 0, tail
+    assert "KDC stopped, realm removed" in tail
+    assert not [pid for pid in kdcs if _alive(pid)]
+    assert not os.path.exists(realm_dir)
+
+
+def test_real_realm_mode_starts_no_kdc(realm: Realm) -> None:
+    demo = Demo(f"--keytab={realm.keytab}", "--realm=KRBTEST.COM", env=dict(os.environ))
+    try:
+        assert demo.kdcs == []
+        assert "export KRB5" not in demo.recipe
+        me = json.loads(_run(demo.commands[0], dict(os.environ)))
+        assert me["principal"] == realm.user
+    finally:
+        tail = demo.stop()
+    assert "realm removed" not in tail
+
+
+def test_help_explains_each_option() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "demo", "--help"], cwd=ROOT, capture_output=True, text=True
+    )
+    text = out.stdout + out.stderr
+    for option in ("--keytab", "--hostname", "--realm", "--cert", "--key", "--port"):
+        assert re.search(rf"{option}\S*\s+\S", text), option
