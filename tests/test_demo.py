@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 import re
 import shlex
 import signal
@@ -14,6 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.conftest import ROOT, Realm
+from tests.firefox import run_firefox
 
 READY = "Ctrl-C stops the server"
 
@@ -186,3 +188,21 @@ def test_help_explains_each_option() -> None:
     text = out.stdout + out.stderr
     for option in ("--keytab", "--hostname", "--realm", "--cert", "--key", "--port"):
         assert re.search(rf"{option}\S*\s+\S", text), option
+
+
+def test_firefox_logs_in_via_negotiate(demo: Demo, tmp_path: pathlib.Path) -> None:
+    """A real browser: Firefox ESR, headless, trusting localhost for Negotiate and the CA."""
+    ca = re.search(r"--cacert (\S+)", demo.commands[0]).group(1)  # type: ignore[union-attr]
+    screenshot = tmp_path / "whoami.png"
+    run_firefox(
+        f"{demo.https}/whoami",
+        tmp_path / "profile",
+        ca,
+        demo.exports,
+        screenshot,
+        window_size=(900, 560),
+    )
+    log = demo.stop()
+    # The server's own record: the page went to the demo user, via Negotiate.
+    assert "served /whoami to alice@DEMO.TEST via negotiate" in log
+    assert screenshot.stat().st_size > 1000

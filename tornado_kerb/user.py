@@ -29,7 +29,8 @@ class KerberosUser:
     delegated_credentials: gssapi.Credentials | None = dataclasses.field(
         default=None, repr=False, compare=False
     )
-    #: Unix time at which the user's ticket (and so this proof) expires, when known.
+    #: Unix time until which GSSAPI holds this login valid, when known: the end of the
+    #: user's ticket (MIT adds its clock-skew allowance, 5 minutes by default).
     expires_at: float | None = None
 
     @property
