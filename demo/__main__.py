@@ -58,7 +58,13 @@ def tls_files() -> tuple[str, str, str | None]:
 
 
 def listen(server: tornado.httpserver.HTTPServer, port: int) -> int:
-    sockets = tornado.netutil.bind_sockets(port, options.address)
+    try:
+        sockets = tornado.netutil.bind_sockets(port, options.address)
+    except OSError as err:
+        sys.exit(
+            f"cannot listen on {options.address}:{port} ({err.strerror}): pick another "
+            "port with --port=N (HTTPS) or --http_port=N, or 0 for any free one"
+        )
     server.add_sockets(sockets)
     return int(sockets[0].getsockname()[1])
 
