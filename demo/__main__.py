@@ -126,14 +126,15 @@ async def serve(realm: DemoRealm | None) -> None:
     http_server = tornado.httpserver.HTTPServer(app)
     https_port = listen(https_server, options.port)
     http_port = listen(http_server, options.http_port)
-    print(
-        recipe(f"https://{hostname}:{https_port}", f"http://{hostname}:{http_port}", ca, realm),
-        flush=True,
-    )
+    # Signal handlers first: a Ctrl-C right after the recipe must stop things cleanly.
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    print(
+        recipe(f"https://{hostname}:{https_port}", f"http://{hostname}:{http_port}", ca, realm),
+        flush=True,
+    )
     await stop.wait()
     for server in (https_server, http_server):
         server.stop()
