@@ -26,7 +26,7 @@ import tornado.netutil
 from tornado.options import define, options, parse_command_line
 
 from demo.app import make_app
-from demo.realm import BACKEND, PASSWORD, USER, DemoRealm
+from demo.realm import BACKEND, PASSWORD, REALM, USER, DemoRealm
 from tornado_kerb import KerberosSettings, KeytabError
 from tornado_kerb.negotiate import Acceptor
 
@@ -36,12 +36,15 @@ define("port", default=8443, help="HTTPS port (Negotiate and Basic); 0 picks a f
 define("http_port", default=8080, help="plain HTTP port (Negotiate only); 0 picks a free one")
 define("address", default="localhost", help="address to listen on")
 define("keytab", default=None, help="serve a real realm with this service keytab")
-define("hostname", default=None, help="service host name (default: localhost)")
-define("realm", default=None, help="realm of Basic users (default: krb5's default realm)")
+define("hostname", default=None, help="with --keytab: service host name (default: localhost)")
+define("realm", default=None, help="with --keytab: realm of Basic users (default: krb5's)")
 define("cert", default=None, help="TLS certificate (default: certs/localhost.pem, made if missing)")
 define("key", default=None, help="TLS private key (default: certs/localhost.key)")
 define(
-    "backend", default=None, help=f"service/host that /act gets a ticket for (default: {BACKEND})"
+    "backend",
+    default=None,
+    help=f"service/host that /act gets a ticket for (default: {BACKEND}; "
+    "with --keytab: host/HOSTNAME)",
 )
 
 
@@ -69,7 +72,7 @@ def listen(server: tornado.httpserver.HTTPServer, port: int) -> int:
     return int(sockets[0].getsockname()[1])
 
 
-def recipe(https: str, http: str, ca: str | None, realm: DemoRealm | None) -> str:
+def recipe(host: str, https: str, http: str, ca: str | None, realm: DemoRealm | None) -> str:
     """The block a newcomer pastes into another terminal."""
     cacert = f" --cacert {ca}" if ca else ""
     lines = [
@@ -83,22 +86,24 @@ def recipe(https: str, http: str, ca: str | None, realm: DemoRealm | None) -> st
     ]
     if realm:
         lines += [f"  export KRB5_CONFIG={realm.krb5_conf}", f"  export KRB5CCNAME={realm.ccache}"]
+    user, password = (USER, PASSWORD) if realm else ("YOUR_USER", "YOUR_PASSWORD")
     lines += [
         f"  curl --negotiate -u :{cacert} {https}/api/whoami",
         f"  curl --negotiate -u : --delegation always{cacert} '{https}/act?format=json'",
+        f"  curl -u {user}:{password}{cacert} {https}/api/whoami",
+        f"  curl -i -u {user}:{password} {http}/api/whoami    # 401: no Basic on plain HTTP",
     ]
     if realm:
-        lines += [
-            f"  curl -u {USER}:{PASSWORD}{cacert} {https}/api/whoami",
-            f"  kinit {USER}    # password {PASSWORD}, if the ticket runs out",
-        ]
+        lines.append(f"  kinit {USER}    # password {PASSWORD}, if the ticket runs out")
+    lines += ["", "Firefox:"]
+    if ca:
+        lines.append(f"  trust {ca} (Settings > Certificates > View > Authorities > Import)")
     lines += [
-        "",
-        "Firefox: in about:config set network.negotiate-auth.trusted-uris to localhost (and",
-        "network.negotiate-auth.delegation-uris too, for /act)"
-        + (f", trust {ca} under Settings > Certificates > Authorities," if ca else ","),
-        ("and start it from a terminal with the exports above: " if realm else "and run: ")
-        + f"firefox {https}/whoami",
+        f"  in about:config set network.negotiate-auth.trusted-uris to {host}",
+        f"  (and network.negotiate-auth.delegation-uris to {host}, for /act);",
+        "  quit any running Firefox and start it "
+        + ("from the terminal with the exports above:" if realm else "where you have a ticket:"),
+        f"  firefox {https}/whoami",
         "",
         "Ctrl-C stops the server" + (" and removes the throwaway realm." if realm else "."),
         "",
@@ -111,7 +116,7 @@ async def serve(realm: DemoRealm | None) -> None:
     kerberos = {
         "keytab": realm.keytab if realm else options.keytab,
         "hostname": hostname,
-        "realm": options.realm or (realm and "DEMO.TEST"),
+        "realm": REALM if realm else options.realm,
     }
     KerberosSettings.from_mapping(kerberos)  # a typo fails here, not at the first request
     try:
@@ -132,7 +137,13 @@ async def serve(realm: DemoRealm | None) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     print(
-        recipe(f"https://{hostname}:{https_port}", f"http://{hostname}:{http_port}", ca, realm),
+        recipe(
+            hostname,
+            f"https://{hostname}:{https_port}",
+            f"http://{hostname}:{http_port}",
+            ca,
+            realm,
+        ),
         flush=True,
     )
     await stop.wait()
@@ -143,6 +154,10 @@ async def serve(realm: DemoRealm | None) -> None:
 
 async def main() -> None:
     parse_command_line()
+    if not options.keytab and (options.hostname or options.realm):
+        sys.exit("--hostname and --realm describe a real realm: give them with --keytab")
+    if (options.hostname or "localhost") != "localhost" and not options.cert:
+        sys.exit("the development certificate is for localhost only: give --cert and --key")
     realm = None if options.keytab else DemoRealm()
     try:
         if realm:

@@ -90,7 +90,9 @@ def ticket_for(creds: gssapi.Credentials, backend: str) -> dict[str, Any]:
         ctx = gssapi.SecurityContext(name=target, creds=creds, usage="initiate")
         token = ctx.step()
     except gssapi.exceptions.GSSError as err:
-        return {"ok": False, "why": " ".join(str(err).split())}
+        # GSSAPI detail goes to the log, not into the page.
+        log.info("no ticket for %s: %s", backend, " ".join(str(err).split()))
+        return {"ok": False, "why": "the KDC did not issue a ticket (see the server log)"}
     return {"ok": True, "token_bytes": len(token or b""), "as": str(creds.name)}
 
 

@@ -38,9 +38,9 @@ def _js(value: object) -> str:
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-# Kerberos prefs. trusted-uris is a comma-separated list of URL prefixes / host
-# suffixes; "localhost" matches http and https on any port. allow-non-fqdn is needed
-# because "localhost" has no dot.
+# Kerberos prefs: trusted-uris is a comma-separated list of URL prefixes or host suffixes;
+# "localhost" matches http and https on any port. delegation-uris makes Firefox forward
+# the user's TGT (the server then gets delegated_credentials).
 NEGOTIATE_PREFS = {
     "network.negotiate-auth.trusted-uris": "localhost",
     "network.negotiate-auth.delegation-uris": "localhost",  # -> delegated_credentials

@@ -10,11 +10,13 @@ import shlex
 import signal
 import subprocess
 import sys
+import tempfile
+import threading
 from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import ROOT, Realm
+from tests.conftest import ROOT, TLS, Realm
 from tests.firefox import run_firefox
 
 READY = "Ctrl-C stops the server"
@@ -24,20 +26,17 @@ class Demo:
     """``python -m demo`` started the way ``make demo`` starts it, with its recipe read."""
 
     def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+        # The log goes to a file: a pipe nobody reads would fill up and stall the server.
+        self._log = tempfile.TemporaryFile(mode="w+")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "demo", "--port=0", "--http_port=0", *args],
             cwd=ROOT,
             env=env,
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=self._log,
             text=True,
         )
-        assert self.proc.stdout is not None
-        lines = []
-        for line in self.proc.stdout:  # the demo prints its recipe once it listens
-            lines.append(line)
-            if READY in line:
-                break
+        lines = _read_until(self.proc, READY, timeout=60)
         self.recipe = "".join(lines)
         assert READY in self.recipe, self.recipe + self.stop()
         self.https = re.search(r"https://localhost:\d+", self.recipe).group(0)  # type: ignore[union-attr]
@@ -51,11 +50,36 @@ class Demo:
         return {**os.environ, **self.exports}
 
     def stop(self, signum: int = signal.SIGINT) -> str:
-        """Send ``signum``, wait for the exit, return what was printed after the recipe."""
+        """Send ``signum``, wait for the exit; return what it printed after the recipe and
+        its log."""
         if self.proc.poll() is None:
             self.proc.send_signal(signum)
-        out, err = self.proc.communicate(timeout=30)
-        return out + err
+        try:
+            out, _ = self.proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, _ = self.proc.communicate()
+        self._log.seek(0)
+        return out + self._log.read()
+
+
+def _read_until(proc: subprocess.Popen[str], marker: str, timeout: float) -> list[str]:
+    """Lines of ``proc``'s output up to the one holding ``marker``, or all there were when
+    ``timeout`` ran out (a reader thread, so a stalled demo cannot hang the suite)."""
+    lines: list[str] = []
+    found = threading.Event()
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if marker in line:
+                break
+        found.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    found.wait(timeout)
+    return list(lines)
 
 
 def _children(pid: int, name: str) -> list[int]:
@@ -169,16 +193,39 @@ def test_signal_stops_server_and_realm(signum: int) -> None:
     assert not os.path.exists(realm_dir)
 
 
-def test_real_realm_mode_starts_no_kdc(realm: Realm) -> None:
-    demo = Demo(f"--keytab={realm.keytab}", "--realm=KRBTEST.COM", env=dict(os.environ))
+def test_real_realm_mode_starts_no_kdc(realm: Realm, tls: TLS) -> None:
+    demo = Demo(
+        f"--keytab={realm.keytab}",
+        "--hostname=localhost",
+        "--realm=KRBTEST.COM",
+        f"--cert={tls.cert}",
+        f"--key={tls.key}",
+        env=dict(os.environ),
+    )
     try:
         assert demo.kdcs == []
         assert "export KRB5" not in demo.recipe
-        me = json.loads(_run(demo.commands[0], dict(os.environ)))
+        negotiate = demo.commands[0] + f" --cacert {tls.ca}"
+        me = json.loads(_run(negotiate, dict(os.environ)))
         assert me["principal"] == realm.user
     finally:
         tail = demo.stop()
     assert "realm removed" not in tail
+
+
+@pytest.mark.parametrize(
+    ("args", "complaint"),
+    [
+        (["--hostname=www.example.com"], "give them with --keytab"),
+        (["--keytab=/etc/http.keytab", "--hostname=www.example.com"], "give --cert and --key"),
+    ],
+)
+def test_options_that_cannot_work_are_refused(args: list[str], complaint: str) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "demo", *args], cwd=ROOT, capture_output=True, text=True
+    )
+    assert out.returncode != 0
+    assert complaint in out.stderr
 
 
 def test_help_explains_each_option() -> None:
@@ -187,7 +234,7 @@ def test_help_explains_each_option() -> None:
     )
     text = out.stdout + out.stderr
     for option in ("--keytab", "--hostname", "--realm", "--cert", "--key", "--port"):
-        assert re.search(rf"{option}\S*\s+\S", text), option
+        assert re.search(rf"(?m)^\s+{option}(=\S+)?\s+\S", text), option
 
 
 def test_firefox_logs_in_via_negotiate(demo: Demo, tmp_path: pathlib.Path) -> None:
