@@ -6,6 +6,7 @@ from .errors import (
     KDCUnavailable,
     KerberosError,
     KeytabError,
+    LoginError,
 )
 from .settings import KerberosSettings
 from .user import KerberosUser
@@ -22,6 +23,7 @@ __all__ = [
     "KerberosSettings",
     "KerberosUser",
     "KeytabError",
+    "LoginError",
     "authenticated",
     "public",
 ]
