@@ -29,6 +29,11 @@ from tornado_kerb.testing import start_realm
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
+# krb5.conf mapping rules for local names ("$$" is k5test's escape for "$"): service
+# principals svc/web@REALM map to svc_web, the rest of the realm by MIT's default rule.
+AUTH_TO_LOCAL = ["RULE:[2:$$1_$$2@$$0](svc_.*@KRBTEST\\.COM)s/@.*//", "DEFAULT"]
+
+
 def make_realm(proxy: KDCProxy | None = None, **kwargs: Any) -> k5test.K5Realm:
     """A realm on a random port base; with ``proxy``, clients reach its KDC through it.
 
@@ -37,9 +42,12 @@ def make_realm(proxy: KDCProxy | None = None, **kwargs: Any) -> k5test.K5Realm:
     """
     # TCP first, so every exchange can go through the proxy; forwardable, so clients
     # can delegate.
-    conf: dict[str, Any] = {"libdefaults": {"forwardable": "true", "udp_preference_limit": "1"}}
+    conf: dict[str, Any] = {
+        "libdefaults": {"forwardable": "true", "udp_preference_limit": "1"},
+        "realms": {"$realm": {"auth_to_local": AUTH_TO_LOCAL}},
+    }
     if proxy is not None:
-        conf["realms"] = {"$realm": {"kdc": f"127.0.0.1:{proxy.port}"}}
+        conf["realms"]["$realm"]["kdc"] = f"127.0.0.1:{proxy.port}"
     k5 = start_realm(krb5_conf=conf, **kwargs)
     if proxy is not None:
         proxy.reset(upstream_port=k5.portbase)
@@ -82,6 +90,29 @@ def realm() -> Iterator[Realm]:
         if k5 is not None:
             k5.stop()
         proxy.close()
+
+
+@dataclasses.dataclass
+class User:
+    """A second user of the realm, with a forwardable ticket in a cache of its own."""
+
+    principal: str
+    password: str
+    ccache: str
+
+
+def add_user(realm: Realm, name: str) -> User:
+    principal = f"{name}@{realm.k5.realm}"
+    password = realm.k5.password(name)
+    realm.k5.addprinc(principal, password)
+    ccache = os.path.join(realm.k5.tmpdir, f"ccache.{name}")
+    realm.k5.kinit(principal, password, flags=["-f", "-c", ccache])
+    return User(principal, password, ccache)
+
+
+@pytest.fixture(scope="session")
+def alice(realm: Realm) -> User:
+    return add_user(realm, "alice")
 
 
 @pytest.fixture(scope="session")
@@ -133,7 +164,7 @@ class Server:
     def __init__(self, app: tornado.web.Application, ssl_ctx: ssl.SSLContext | None) -> None:
         self.scheme = "https" if ssl_ctx else "http"
         self._ready = threading.Event()
-        self._app = app
+        self.app = app
         self._ssl = ssl_ctx
         self._thread = threading.Thread(target=asyncio.run, args=(self._main(),), daemon=True)
         self._thread.start()
@@ -144,7 +175,7 @@ class Server:
         self._loop = asyncio.get_running_loop()
         self._stopped = asyncio.Event()
         sockets = tornado.netutil.bind_sockets(0, "localhost")
-        server = tornado.httpserver.HTTPServer(self._app, ssl_options=self._ssl)
+        server = tornado.httpserver.HTTPServer(self.app, ssl_options=self._ssl)
         server.add_sockets(sockets)
         self.port = sockets[0].getsockname()[1]
         self._ready.set()
@@ -179,3 +210,7 @@ def serve(tls: TLS) -> Iterator[ServeFn]:
     yield start
     for server in servers:
         server.stop()
+        # The guard an application built for itself owns KDC threads: stop them too.
+        built = getattr(server.app, "_tornado_kerb_guard", None)
+        if built is not None:
+            built[1].close()

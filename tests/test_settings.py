@@ -65,3 +65,39 @@ def test_bad_values_name_the_key(raw: dict[str, Any], key: str) -> None:
 def test_not_a_dict() -> None:
     with pytest.raises(ConfigurationError, match="must be a dict"):
         KerberosSettings.from_mapping(["keytab"])  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"kdc_workers": 0},
+        {"kdc_queue": -1},
+        {"basic": "yes"},
+        {"hostname": "www example"},
+        {"realms": []},
+        {"realms": ["GOOD.ORG", ""]},
+        {"realms": ["A B"]},
+        {"allowed_principals": []},
+        {"allowed_principals": ["alice@X", 7]},
+        {"allowed_principals": ["evil\n@X"]},
+    ],
+)
+def test_hand_built_settings_are_validated_too(kwargs: dict[str, Any]) -> None:
+    with pytest.raises(ConfigurationError, match=repr(next(iter(kwargs)))):
+        KerberosSettings(**kwargs)
+
+
+def test_lists_become_tuples_and_one_string_is_one_item() -> None:
+    settings = KerberosSettings(
+        realms=["EXAMPLE.COM", "PARTNER.ORG"], allowed_principals="*@EXAMPLE.COM"
+    )
+    assert settings.realms == ("EXAMPLE.COM", "PARTNER.ORG")
+    assert settings.allowed_principals == ("*@EXAMPLE.COM",)
+    assert KerberosSettings(realms="*").realms == "*"
+    assert KerberosSettings(realms="EXAMPLE.COM").realms == ("EXAMPLE.COM",)
+    hash(settings)  # still usable as a key
+
+
+def test_from_mapping_takes_settings_as_they_are() -> None:
+    settings = KerberosSettings(realm="EXAMPLE.COM")
+    assert KerberosSettings.from_mapping(settings) is settings

@@ -3,27 +3,35 @@
 from .errors import (
     AuthenticationFailed,
     ConfigurationError,
+    Forbidden,
     KDCUnavailable,
     KerberosError,
     KeytabError,
+    LocalNameError,
     LoginError,
+    NoCredentials,
 )
+from .guard import KerberosGuard
 from .settings import KerberosSettings
 from .user import KerberosUser
 from .web import KerberosAuthMixin, authenticated, public
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "AuthenticationFailed",
     "ConfigurationError",
+    "Forbidden",
     "KDCUnavailable",
     "KerberosAuthMixin",
     "KerberosError",
+    "KerberosGuard",
     "KerberosSettings",
     "KerberosUser",
     "KeytabError",
+    "LocalNameError",
     "LoginError",
+    "NoCredentials",
     "authenticated",
     "public",
 ]

@@ -39,3 +39,19 @@ class AuthenticationFailed(LoginError):
 
 class KDCUnavailable(LoginError):
     """A password could not be checked: no KDC answered, or too many logins wait (503)."""
+
+
+class Forbidden(LoginError):
+    """The user is authenticated but not allowed here (the answer is 403)."""
+
+    def __init__(self, reason: str, principal: str) -> None:
+        super().__init__(reason, principal)
+        self.principal = principal
+
+
+class NoCredentials(KerberosError):
+    """There are no credentials to act as the user: the client delegated none."""
+
+
+class LocalNameError(KerberosError):
+    """krb5 could not map a principal to a local name (a broken ``auth_to_local`` rule)."""

@@ -13,12 +13,12 @@ from typing import NamedTuple
 
 import gssapi
 import gssapi.raw
-import krb5
 from gssapi.raw.misc import GSSError
 
 from ._gss import keytab_error, translate
 from ._header import decode_base64
 from .errors import AuthenticationFailed, KeytabError
+from .keytab import default_keytab, file_problem, inspect_keytab, keytab_path
 
 __all__ = ["Accepted", "Acceptor", "parse_negotiate"]
 
@@ -58,13 +58,9 @@ class Acceptor:
     """
 
     def __init__(self, keytab: str | None, service: str = "HTTP", hostname: str | None = None):
-        if keytab is None:
-            keytab = krb5.kt_default_name(krb5.init_context()).decode()
-        self.keytab = keytab
-        kind, sep, rest = keytab.partition(":")
-        typed = bool(sep) and kind.isalpha() and kind.isupper()
+        self.keytab = keytab or default_keytab()
         #: The keytab's file name (``FILE:`` stripped), or ``None`` for non-file keytabs.
-        self.path: str | None = (rest if kind in {"FILE", "WRFILE"} else None) if typed else keytab
+        self.path = keytab_path(self.keytab)
         self._service = service
         self._hostname = hostname
         # "HTTP@" (no host) makes MIT accept HTTP/<any host> from the keytab and nothing
@@ -124,10 +120,11 @@ class Acceptor:
         if self.path is not None and not os.access(self.path, os.R_OK):
             with self._lock:
                 self._creds = None
-            raise KeytabError(self.path, _file_problem(self.path) or "cannot be read")
+            raise KeytabError(self.path, file_problem(self.path) or "cannot be read")
 
     def _acquire(self) -> gssapi.Credentials:
-        self._principal = self._inspect_keytab()
+        # Check first: krb5's own errors for a bad keytab name no file and no principal.
+        self._principal = inspect_keytab(self.keytab).check(self._service, self._hostname)
         try:
             creds = gssapi.Credentials(
                 name=self._name, usage="accept", store={"keytab": self.keytab}
@@ -136,40 +133,3 @@ class Acceptor:
             raise keytab_error(self.keytab, err) from None
         log.info("acceptor credentials acquired from keytab %s", self.keytab)
         return creds
-
-    def _inspect_keytab(self) -> str:
-        """Check the keytab can serve us and return its first principal of ours."""
-        if self.path is not None:
-            problem = _file_problem(self.path)
-            if problem:
-                raise KeytabError(self.path, problem)
-        ctx = krb5.init_context()
-        try:
-            entries = list(krb5.kt_resolve(ctx, self.keytab.encode()))
-        except krb5.Krb5Error as err:
-            raise KeytabError(self.keytab, f"is not a usable keytab ({err})") from None
-        if not entries:
-            raise KeytabError(self.keytab, "holds no keys")
-        names = [e.principal.name.decode(errors="replace") for e in entries if e.principal.name]
-        wanted = f"{self._service}/{self._hostname}@" if self._hostname else f"{self._service}/"
-        ours = [name for name in names if name.startswith(wanted)]
-        if not ours:
-            held = ", ".join(sorted(set(names)))
-            raise KeytabError(self.keytab, f"holds no key for {wanted}… (it holds {held})")
-        return ours[0]
-
-
-def _file_problem(path: str) -> str | None:
-    """Why ``path`` cannot be read as a keytab file, or ``None`` if it can be opened."""
-    try:
-        with open(path, "rb"):
-            pass
-    except FileNotFoundError:
-        return "does not exist"
-    except IsADirectoryError:
-        return "is a directory, not a keytab file"
-    except PermissionError:
-        return f"is not readable by this process (uid {os.geteuid()}): permission denied"
-    except OSError as err:
-        return f"cannot be opened: {err.strerror}"
-    return None

@@ -1,4 +1,4 @@
-"""The ``kerberos`` application setting, validated once into a typed object."""
+"""The ``kerberos`` application setting, validated into a typed object."""
 
 from __future__ import annotations
 
@@ -6,28 +6,34 @@ import dataclasses
 import difflib
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from .errors import ConfigurationError
 
 __all__ = ["KerberosSettings"]
 
 _FORBIDDEN_IN_NAMES = set('/@"\\') | {chr(c) for c in range(0x21)} | {"\x7f"}
+# A principal pattern may hold "/" and "@" (svc-*/web@REALM), never controls or quotes.
+_FORBIDDEN_IN_PATTERNS = {chr(c) for c in range(0x20)} | {"\x7f", '"'}
+
+AnyRealm = Literal["*"]
 
 
 @dataclasses.dataclass(frozen=True)
 class KerberosSettings:
-    """Validated Kerberos settings; build it with :meth:`from_mapping`.
+    """Validated Kerberos settings.
 
-    Instances are immutable and hashable: the mixin keeps one set of acceptor credentials
-    and one KDC thread pool per distinct settings object.
+    Build it from the application setting with :meth:`from_mapping`, or by hand: either
+    way every value is checked (in ``__post_init__``) and a bad one raises
+    :class:`~tornado_kerb.ConfigurationError` naming the key. Instances are immutable and
+    hashable; list values are kept as tuples.
     """
 
     #: Path of the service keytab; ``None`` means the system default keytab.
     keytab: str | None = None
     #: Service name of the principal clients ask a ticket for (``HTTP/host@REALM``).
     service: str = "HTTP"
-    #: Accept only ``service/hostname``; ``None`` accepts any principal in the keytab.
+    #: Accept only ``service/hostname``; ``None`` accepts any ``service/`` key in the keytab.
     hostname: str | None = None
     #: Realm appended to bare Basic user names and shown in the Basic challenge.
     realm: str | None = None
@@ -39,15 +45,39 @@ class KerberosSettings:
     kdc_queue: int = 64
     #: Seconds sent in ``Retry-After`` when the KDC cannot be reached.
     retry_after: int = 30
+    #: Realms whose users may log in: ``None`` means ``realm`` (else krb5's default realm)
+    #: only; ``"*"`` any realm the KDC trusts. Others get 403.
+    realms: tuple[str, ...] | AnyRealm | None = None
+    #: Principals allowed in (exact names or ``fnmatch`` patterns such as
+    #: ``"*@EXAMPLE.COM"``); ``None`` lets every user of an allowed realm in. Others get 403.
+    allowed_principals: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        # Frozen: normalised values go in with object.__setattr__, once, here.
+        def put(key: str, value: object) -> None:
+            object.__setattr__(self, key, value)
+
+        put("keytab", _keytab(self.keytab))
+        put("service", _name("service", self.service, optional=False))
+        put("hostname", _name("hostname", self.hostname, optional=True))
+        put("realm", _name("realm", self.realm, optional=True))
+        _flag("basic", self.basic)
+        _count("kdc_workers", self.kdc_workers, minimum=1)
+        _count("kdc_queue", self.kdc_queue, minimum=0)
+        _count("retry_after", self.retry_after, minimum=1)
+        put("realms", _realms(self.realms))
+        put("allowed_principals", _patterns("allowed_principals", self.allowed_principals))
 
     @classmethod
-    def from_mapping(cls, raw: Mapping[str, Any] | None) -> KerberosSettings:
+    def from_mapping(cls, raw: KerberosSettings | Mapping[str, Any] | None) -> KerberosSettings:
         """Validate ``Application.settings["kerberos"]`` (``None`` means all defaults).
 
         Raises :class:`~tornado_kerb.ConfigurationError` naming the key at fault.
         """
         if raw is None:
             return cls()
+        if isinstance(raw, KerberosSettings):
+            return raw
         if not isinstance(raw, Mapping):
             raise ConfigurationError(f"kerberos settings must be a dict, not {type(raw).__name__}")
         known = [f.name for f in dataclasses.fields(cls)]
@@ -58,16 +88,7 @@ class KerberosSettings:
                 raise ConfigurationError(
                     f"unknown kerberos setting {key!r}{also}; known: {', '.join(known)}"
                 )
-        return cls(
-            keytab=_keytab(raw.get("keytab")),
-            service=_name("service", raw.get("service", "HTTP"), optional=False) or "HTTP",
-            hostname=_name("hostname", raw.get("hostname"), optional=True),
-            realm=_name("realm", raw.get("realm"), optional=True),
-            basic=_flag("basic", raw.get("basic", True)),
-            kdc_workers=_count("kdc_workers", raw.get("kdc_workers", 16), minimum=1),
-            kdc_queue=_count("kdc_queue", raw.get("kdc_queue", 64), minimum=0),
-            retry_after=_count("retry_after", raw.get("retry_after", 30), minimum=1),
-        )
+        return cls(**raw)
 
 
 def _keytab(value: object) -> str | None:
@@ -94,16 +115,48 @@ def _name(key: str, value: object, *, optional: bool) -> str | None:
     return value
 
 
-def _flag(key: str, value: object) -> bool:
+def _flag(key: str, value: object) -> None:
     # A string such as "false" is truthy: refuse it rather than guess.
     if not isinstance(value, bool):
         raise ConfigurationError(f"kerberos setting {key!r} must be True or False")
-    return value
 
 
-def _count(key: str, value: object, *, minimum: int) -> int:
+def _count(key: str, value: object, *, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ConfigurationError(
             f"kerberos setting {key!r} must be an integer >= {minimum}, not {value!r}"
         )
-    return value
+
+
+def _strings(key: str, value: object) -> tuple[str, ...]:
+    # One string is one item: tuple("EXAMPLE.COM") would be a tuple of letters.
+    items = (value,) if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple, set, frozenset)) or not items:
+        raise ConfigurationError(
+            f"kerberos setting {key!r} must be a non-empty list of strings, not {value!r}"
+        )
+    if not all(isinstance(item, str) and item for item in items):
+        raise ConfigurationError(f"kerberos setting {key!r} holds a non-string or empty item")
+    return tuple(sorted(items)) if isinstance(items, (set, frozenset)) else tuple(items)
+
+
+def _realms(value: object) -> tuple[str, ...] | AnyRealm | None:
+    if value is None:
+        return None
+    if value == "*":
+        return "*"
+    realms = _strings("realms", value)
+    for realm in realms:
+        _name("realms", realm, optional=False)
+    return realms
+
+
+def _patterns(key: str, value: object) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    patterns = _strings(key, value)
+    for pattern in patterns:
+        bad = sorted(set(pattern) & _FORBIDDEN_IN_PATTERNS)
+        if bad:
+            raise ConfigurationError(f"kerberos setting {key!r}: {pattern!r} holds {bad!r}")
+    return patterns

@@ -17,8 +17,9 @@ class KerberosUser:
     """Who made the request and how they proved it.
 
     ``delegated_credentials`` is set when the handler may act as the user downstream: the
-    client delegated a ticket (Negotiate), or the user gave a password (Basic). Treat it
-    like the password itself: do not keep it beyond the request that needs it.
+    client delegated a ticket (Negotiate), or the user gave a password (Basic). They live
+    as long as the request that brought them: once it finishes the guard drops them, and
+    ``delegated_credentials`` reads ``None`` even on a user object kept elsewhere.
     """
 
     #: Full principal name, ``user@REALM``.
@@ -32,13 +33,22 @@ class KerberosUser:
     #: Unix time until which GSSAPI holds this login valid, when known: the end of the
     #: user's ticket (MIT adds its clock-skew allowance, 5 minutes by default).
     expires_at: float | None = None
+    #: The local name (``alice`` for ``alice@EXAMPLE.COM``): krb5.conf's ``auth_to_local``
+    #: mapping, else the principal without its realm. Empty means "derive it that way".
+    username: str = ""
 
-    @property
-    def username(self) -> str:
-        """The principal without its realm (``alice`` for ``alice@EXAMPLE.COM``)."""
-        return self.principal.rpartition("@")[0] or self.principal
+    def __post_init__(self) -> None:
+        if not self.username:
+            object.__setattr__(
+                self, "username", self.principal.rpartition("@")[0] or self.principal
+            )
 
     @property
     def realm(self) -> str:
         """The principal's realm (empty when the name carries none)."""
         return self.principal.rpartition("@")[2] if "@" in self.principal else ""
+
+    def _forget_credentials(self) -> None:
+        # The user object may outlive its request (an app keeps it somewhere): the
+        # credentials must not, so the guard drops them when the request finishes.
+        object.__setattr__(self, "delegated_credentials", None)

@@ -1,0 +1,384 @@
+"""The request flow for *a handler*: authenticate, authorize, answer 401/403/503.
+
+:class:`KerberosGuard` takes the handler as an argument, so handlers that cannot inherit
+:class:`~tornado_kerb.KerberosAuthMixin` (a Jupyter Server handler, a WebSocket handler,
+any plain ``RequestHandler``) use the same flow as those that do. One guard serves one
+application: it owns the acceptor credentials, the Basic realm and the KDC thread pool.
+"""
+
+from __future__ import annotations
+
+import base64
+import concurrent.futures
+import contextlib
+import fnmatch
+import functools
+import inspect
+import logging
+import threading
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from typing import Any, NoReturn, TypeVar
+
+import tornado.ioloop
+import tornado.web
+
+from . import _localname
+from ._header import split_authorization
+from .basic import default_realm, parse_basic, prove_password
+from .credentials import call_as
+from .errors import (
+    AuthenticationFailed,
+    ConfigurationError,
+    Forbidden,
+    KDCUnavailable,
+    KerberosError,
+    NoCredentials,
+)
+from .negotiate import Accepted, Acceptor, parse_negotiate
+from .settings import KerberosSettings
+from .user import KerberosUser, Mechanism
+
+__all__ = ["KerberosGuard"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Handler = tornado.web.RequestHandler
+Verdict = bool | Awaitable[bool]
+
+# Every browser login starts without credentials: not worth an info line. A ticket our
+# keytab rejects after the KDC accepted the password means someone answers for the KDC.
+_REFUSAL_LEVELS = {"no-credentials": logging.DEBUG, "kdc-not-trusted": logging.WARNING}
+_LOCAL_NAME_CACHE = 4096
+
+
+class KerberosGuard:
+    """Kerberos login for any :class:`tornado.web.RequestHandler`.
+
+    Build one per application from settings (a :class:`KerberosSettings` or the same dict
+    the ``kerberos`` application setting takes) and hand it to the application as that
+    setting, so :class:`~tornado_kerb.KerberosAuthMixin` handlers find it; other handlers
+    call it with themselves::
+
+        guard = KerberosGuard({"keytab": "/etc/http.keytab", "hostname": "www.example.com"})
+
+        class Plain(tornado.web.RequestHandler):
+            async def prepare(self):
+                await guard.authenticate(self)  # answers 401/403/503 and finishes, or...
+
+            def get(self):
+                self.write(self.current_user.principal)  # ...the user is in
+
+        app = tornado.web.Application([(r"/", Plain)], kerberos=guard)
+        ...
+        guard.close()  # at shutdown: stops the KDC threads
+
+    Subclasses may override :meth:`authorize` and :meth:`local_name`.
+    """
+
+    def __init__(self, settings: KerberosSettings | Mapping[str, Any] | None = None) -> None:
+        self.settings = KerberosSettings.from_mapping(settings)
+        s = self.settings
+        self.acceptor = Acceptor(s.keytab, s.service, s.hostname)
+        realm = s.realm or default_realm()
+        if s.basic and not realm:
+            raise ConfigurationError(
+                "Basic needs a realm: set kerberos['realm'] or default_realm in krb5.conf"
+            )
+        #: Realm of Basic users and of the Basic challenge.
+        self.realm = realm or ""
+        #: Realms whose users may log in; ``None`` means any realm.
+        self.realms: frozenset[str] | None
+        if s.realms == "*":
+            self.realms = None
+        elif s.realms:
+            self.realms = frozenset(s.realms)
+        elif realm:
+            self.realms = frozenset({realm})
+        else:
+            raise ConfigurationError(
+                "no realm may log in: set kerberos['realm'] or ['realms'], or default_realm "
+                "in krb5.conf"
+            )
+        self._exact = frozenset(p for p in s.allowed_principals or () if not _is_pattern(p))
+        self._patterns = tuple(p for p in s.allowed_principals or () if _is_pattern(p))
+        self._check_principals = s.allowed_principals is not None
+        self.executor = concurrent.futures.ThreadPoolExecutor(
+            s.kdc_workers, thread_name_prefix="tornado_kerb-kdc"
+        )
+        self._lock = threading.Lock()
+        self._in_flight = 0
+        self._mapped = functools.lru_cache(maxsize=_LOCAL_NAME_CACHE)(self._map_local_name)
+
+    @classmethod
+    def for_application(cls, app: tornado.web.Application, key: str = "kerberos") -> KerberosGuard:
+        """The guard of ``app``: ``app.settings[key]`` itself when it is a guard, else one
+        built from it on first use and kept on the application."""
+        raw = app.settings.get(key)
+        if isinstance(raw, KerberosGuard):
+            return raw
+        cached: tuple[object, KerberosGuard] | None = getattr(app, "_tornado_kerb_guard", None)
+        if cached is None or cached[0] is not raw:
+            cached = (raw, cls(raw))
+            app._tornado_kerb_guard = cached  # type: ignore[attr-defined]
+        return cached[1]
+
+    def close(self) -> None:
+        """Stop the KDC threads (waiting Basic logins are cancelled). Idempotent."""
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+    # -- extension points ---------------------------------------------------------------
+
+    def authorize(self, user: KerberosUser, handler: Handler) -> Verdict:
+        """May ``user`` in? ``True``/``False`` or an awaitable of it. May be overridden.
+
+        Called after the ``realms`` and ``allowed_principals`` checks passed. The default
+        asks the handler's ``kerberos_authorize(user)`` when it has one.
+        """
+        hook = getattr(handler, "kerberos_authorize", None)
+        return True if hook is None else bool_or_awaitable(hook(user))
+
+    def local_name(self, principal: str) -> str:
+        """The local name of ``principal`` (``current_user.username``). May be overridden.
+
+        krb5.conf's ``auth_to_local`` rules (and MIT's default rule) first; when they map
+        nothing, the principal without its realm if the realm is ours (``realm`` or one
+        listed in ``realms``), else the whole principal, so that users of two realms
+        cannot collide. Results are cached: restart to apply changed rules.
+        """
+        return self._mapped(principal)
+
+    # -- the flow -----------------------------------------------------------------------
+
+    async def authenticate(self, handler: Handler) -> KerberosUser:
+        """Authenticate ``handler``'s request, or answer it and raise
+        :class:`tornado.web.Finish`. Sets and returns ``handler.current_user``."""
+        result = self.begin(handler)
+        return result if isinstance(result, KerberosUser) else await result
+
+    def begin(self, handler: Handler) -> KerberosUser | Awaitable[KerberosUser]:
+        """Like :meth:`authenticate`, but returns the user at once when no KDC (and no
+        async authorization) is needed, as for every Negotiate login: staying synchronous
+        keeps the hot path off the coroutine machinery."""
+        if handler._headers_written:
+            self._too_late(handler)
+        offer_basic = self.settings.basic and handler.request.protocol == "https"
+        scheme, credentials = split_authorization(handler.request.headers.get("Authorization", ""))
+        try:
+            self.acceptor.credentials()  # a broken keytab fails every request, anonymous or not
+            if scheme == "negotiate":
+                accepted = self.acceptor.accept(parse_negotiate(credentials))
+                return self._admit(handler, accepted, "negotiate")
+            if scheme == "basic" and offer_basic:
+                principal, password = parse_basic(credentials, self.realm)
+                return self._basic(handler, principal, password)
+            if scheme == "basic":
+                # Plain HTTP (or Basic turned off): the password goes nowhere.
+                raise AuthenticationFailed("basic-not-offered")
+            raise AuthenticationFailed("unsupported-scheme" if scheme else "no-credentials")
+        except KerberosError as err:
+            self.refuse(handler, err)
+
+    async def run_as_user(self, user: object, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run ``fn(*args, **kwargs)`` in a worker thread acting as ``user``.
+
+        The user's credentials are that thread's default Kerberos credentials for the
+        call (see :mod:`tornado_kerb.credentials`): GSSAPI clients inside act as the user.
+        Raises :class:`~tornado_kerb.NoCredentials` when there are none (the client did not
+        delegate, or the request that brought them has finished).
+        """
+        creds = user.delegated_credentials if isinstance(user, KerberosUser) else None
+        if creds is None:
+            raise NoCredentials(
+                "no credentials to act as the user: the client delegated none "
+                "(or the request that brought them has finished)"
+            )
+        call = functools.partial(call_as, creds, fn, *args, **kwargs)
+        return await tornado.ioloop.IOLoop.current().run_in_executor(None, call)
+
+    async def prove(self, principal: str, password: str) -> Accepted:
+        """Prove a Basic password on a KDC thread; the IOLoop keeps serving meanwhile."""
+        with self._kdc_slot():
+            return await tornado.ioloop.IOLoop.current().run_in_executor(
+                self.executor, prove_password, principal, password, self.acceptor
+            )
+
+    async def _basic(self, handler: Handler, principal: str, password: str) -> KerberosUser:
+        try:
+            accepted = await self.prove(principal, password)
+            result = self._admit(handler, accepted, "basic")
+            return result if isinstance(result, KerberosUser) else await result
+        except KerberosError as err:
+            self.refuse(handler, err)
+
+    def _admit(
+        self, handler: Handler, accepted: Accepted, mechanism: Mechanism
+    ) -> KerberosUser | Awaitable[KerberosUser]:
+        """Authorize an authenticated principal; the user, or an awaitable of it."""
+        if accepted.output_token:
+            # Mutual authentication: even a 403 proves the server to the client.
+            token = base64.b64encode(accepted.output_token).decode("ascii")
+            handler._kerberos_mutual_token = f"Negotiate {token}"  # type: ignore[attr-defined]
+            handler.add_header("WWW-Authenticate", f"Negotiate {token}")
+        principal = accepted.principal
+        realm = principal.rpartition("@")[2]
+        if self.realms is not None and realm not in self.realms:
+            raise Forbidden("foreign-realm", principal)
+        if self._check_principals and not self._allowed(principal):
+            raise Forbidden("forbidden", principal)
+        user = KerberosUser(
+            principal,
+            mechanism,
+            accepted.delegated_credentials,
+            accepted.expires_at,
+            self._local_name_for(handler, principal),
+        )
+        verdict = self.authorize(user, handler)
+        if verdict is True:
+            return self._grant(handler, user)
+        if verdict is False:
+            raise Forbidden("forbidden", principal)
+        return self._grant_later(handler, user, verdict)
+
+    async def _grant_later(
+        self, handler: Handler, user: KerberosUser, verdict: Awaitable[bool]
+    ) -> KerberosUser:
+        try:
+            if await verdict is not True:
+                raise Forbidden("forbidden", user.principal)
+        except KerberosError as err:
+            self.refuse(handler, err)
+        return self._grant(handler, user)
+
+    def _grant(self, handler: Handler, user: KerberosUser) -> KerberosUser:
+        log.debug("authenticated %s via %s", user.principal, user.mechanism)
+        handler.current_user = user
+        if user.delegated_credentials is not None:
+            _forget_on_finish(handler, user)
+        return user
+
+    def _allowed(self, principal: str) -> bool:
+        if principal in self._exact:
+            return True
+        # Case matters in Kerberos names: fnmatchcase, never fnmatch.
+        return any(fnmatch.fnmatchcase(principal, pattern) for pattern in self._patterns)
+
+    def _local_name_for(self, handler: Handler, principal: str) -> str:
+        hook = getattr(handler, "kerberos_local_name", None)
+        if hook is None or getattr(hook, "_tornado_kerb_default", False):
+            return self.local_name(principal)
+        return str(hook(principal))
+
+    def _map_local_name(self, principal: str) -> str:
+        mapped = _localname.aname_to_localname(principal)
+        if mapped is not None:
+            return mapped
+        name, _, realm = principal.rpartition("@")
+        ours = realm == self.realm or (self.realms is not None and realm in self.realms)
+        return name if ours and name else principal
+
+    @contextlib.contextmanager
+    def _kdc_slot(self) -> Iterator[None]:
+        # Bound the work a flood of Basic logins can queue up behind the KDC threads.
+        limit = self.settings.kdc_workers + self.settings.kdc_queue
+        with self._lock:
+            if self._in_flight >= limit:
+                raise KDCUnavailable("kdc-busy", "too many Basic logins waiting")
+            self._in_flight += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
+    # -- answers ------------------------------------------------------------------------
+
+    def refuse(self, handler: Handler, err: KerberosError) -> NoReturn:
+        """The one place a failure becomes a log line and an answer (401, 403 or 503)."""
+        peer = handler.request.remote_ip
+        if isinstance(err, Forbidden):
+            log.info(
+                "Kerberos login forbidden (%s) for %s from %s", err.reason, err.principal, peer
+            )
+            self._answer(handler, 403)
+        elif isinstance(err, AuthenticationFailed):
+            level = _REFUSAL_LEVELS.get(err.reason, logging.INFO)
+            log.log(level, "Kerberos login refused (%s) from %s", err.reason, peer)
+            log.debug("refusal detail: %s", err.detail)
+            self._answer(handler, 401)
+        elif isinstance(err, KDCUnavailable):
+            log.error("Kerberos login impossible (%s): %s", err.reason, err.detail)
+            self._answer(handler, 503, retry_after=self.settings.retry_after)
+        else:
+            log.error("Kerberos logins impossible, failing closed: %s", err)
+            self._answer(handler, 503)
+
+    def _answer(self, handler: Handler, status: int, retry_after: int | None = None) -> NoReturn:
+        # Not send_error(): it clears headers after we set them. clear() first drops
+        # anything prepare() may have buffered, so the answer carries none of the body.
+        handler.clear()
+        token = getattr(handler, "_kerberos_mutual_token", None)
+        if token and not getattr(handler, "_kerberos_clear_keeps_token", False):
+            handler.add_header("WWW-Authenticate", token)
+        handler.set_status(status)
+        if status == 401:
+            handler.add_header("WWW-Authenticate", "Negotiate")
+            if self.settings.basic and handler.request.protocol == "https":
+                challenge = f'Basic realm="{self.realm}", charset="UTF-8"'
+                handler.add_header("WWW-Authenticate", challenge)
+            write_body = getattr(handler, "write_kerberos_unauthorized", None)
+            if write_body is not None:
+                write_body()
+            else:
+                _text(handler, "401 Unauthorized: Kerberos (Negotiate) authentication required.")
+        elif status == 403:
+            # No challenge: the user is known, and logging in again cannot help.
+            _text(handler, "403 Forbidden: you are logged in, but not allowed here.")
+        else:
+            if retry_after:
+                handler.set_header("Retry-After", str(retry_after))
+            _text(handler, "503 Service Unavailable: logins are not possible right now.")
+        handler.finish()
+        raise tornado.web.Finish()
+
+    def _too_late(self, handler: Handler) -> NoReturn:
+        # Too late for a 401: say why, then cut the connection so the client cannot take
+        # the partial response for a complete one.
+        message = (
+            "tornado_kerb: authentication ran after the response headers were flushed; "
+            "guard the method (or authenticate in prepare()) before writing"
+        )
+        log.error("%s (%s %s)", message, handler.request.method, handler.request.path)
+        handler.request.connection.close()  # type: ignore[union-attr]
+        raise RuntimeError(message)
+
+
+def bool_or_awaitable(value: object) -> Verdict:
+    """``value`` as a verdict: awaitables stay awaitable, anything else must be a bool."""
+    if inspect.isawaitable(value):
+        return value
+    # Fail closed: only True lets a user in (None from a hook that forgot to return).
+    return value is True
+
+
+def _text(handler: Handler, line: str) -> None:
+    handler.set_header("Content-Type", "text/plain; charset=UTF-8")
+    handler.write(line + "\n")
+
+
+def _is_pattern(principal: str) -> bool:
+    return any(c in principal for c in "*?[")
+
+
+def _forget_on_finish(handler: Handler, user: KerberosUser) -> None:
+    # Tornado calls on_finish once the response is done; wrapping it on the instance
+    # (not the class) also covers handlers that override on_finish without super().
+    original = handler.on_finish
+
+    def on_finish() -> None:
+        try:
+            original()
+        finally:
+            user._forget_credentials()
+
+    handler.on_finish = on_finish  # type: ignore[method-assign,unused-ignore]
