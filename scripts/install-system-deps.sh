@@ -13,6 +13,12 @@ have curl         || need+=(curl)
 have openssl      || need+=(openssl)
 have gcc          || need+=(gcc)
 have make         || need+=(make)
+# Acting as the user down to a real database: PostgreSQL's server, and the system libpq
+# that psycopg's pure-Python implementation loads (never psycopg[binary]: its bundled
+# libkrb5 cannot see our per-thread credential caches).
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
+[ -e /usr/lib/x86_64-linux-gnu/libpq.so.5 ] || ldconfig -p 2>/dev/null | grep -q "libpq\.so\.5" \
+  || need+=(libpq5)
 # gssapi and krb5 compile against Python's headers, and make creates a venv.
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 [ -f "$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["include"])')/Python.h" ] \

@@ -25,6 +25,7 @@ import tornado.web
 
 from tests.kdc_proxy import KDCProxy
 from tornado_kerb.testing import start_realm
+from tornado_kerb.testing.postgres import ThrowawayPostgres
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -113,6 +114,16 @@ def add_user(realm: Realm, name: str) -> User:
 @pytest.fixture(scope="session")
 def alice(realm: Realm) -> User:
     return add_user(realm, "alice")
+
+
+@pytest.fixture(scope="session")
+def postgres(realm: Realm, alice: User) -> Iterator[ThrowawayPostgres]:
+    """One GSS-only PostgreSQL for the session, with roles for both users."""
+    server = ThrowawayPostgres(realm.k5, ["user", "alice"])
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -355,10 +355,12 @@ class KerberosGuard:
 
 def bool_or_awaitable(value: object) -> Verdict:
     """``value`` as a verdict: awaitables stay awaitable, anything else must be a bool."""
+    if value is True or value is False:
+        return value  # the common case, before the costlier awaitable check
     if inspect.isawaitable(value):
         return value
     # Fail closed: only True lets a user in (None from a hook that forgot to return).
-    return value is True
+    return False
 
 
 def _text(handler: Handler, line: str) -> None:

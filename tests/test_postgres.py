@@ -1,0 +1,96 @@
+"""Acting as the user down to a real PostgreSQL: GSS logins as each web user, concurrently."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+from typing import Any
+
+import psycopg
+import requests
+import tornado.web
+
+from tests.clients import DELEGATE, MUTUAL, negotiate_header, spnego_token
+from tests.conftest import Realm, ServeFn, User
+from tornado_kerb import KerberosAuthMixin, NoCredentials, authenticated
+from tornado_kerb.testing.postgres import ThrowawayPostgres
+
+
+def db_identity(conninfo: dict[str, Any]) -> dict[str, Any]:
+    """Runs in the run_as_user thread: connect with the thread's default credentials."""
+    with psycopg.connect(**conninfo) as conn:
+        row = conn.execute(
+            "SELECT current_user, principal, encrypted FROM pg_stat_gssapi"
+            " WHERE pid = pg_backend_pid()"
+        ).fetchone()
+    assert row is not None
+    return {"db_user": row[0], "principal": row[1], "encrypted": row[2]}
+
+
+class Database(KerberosAuthMixin, tornado.web.RequestHandler):
+    def initialize(self, postgres: ThrowawayPostgres) -> None:
+        self.postgres = postgres
+
+    @authenticated
+    async def get(self) -> None:
+        conninfo = self.postgres.conninfo(self.current_user.username)
+        try:
+            self.write(await self.run_as_user(db_identity, conninfo))
+        except NoCredentials:
+            self.set_status(409)
+            self.write({"error": "no delegated credentials: log in with delegation"})
+
+
+def start(serve: ServeFn, realm: Realm, postgres: ThrowawayPostgres, https: bool = False) -> Any:
+    settings = {"keytab": realm.keytab, "hostname": "localhost", "realm": "KRBTEST.COM"}
+    return serve([(r"/db", Database, {"postgres": postgres})], settings, https=https)
+
+
+def delegated(ccache: str | None = None) -> dict[str, str]:
+    token = spnego_token(ccache=ccache, flags=MUTUAL | DELEGATE)
+    return {"Authorization": negotiate_header(token)}
+
+
+def test_two_users_concurrently_each_reach_the_database_as_themselves(
+    serve: ServeFn, realm: Realm, alice: User, postgres: ThrowawayPostgres
+) -> None:
+    server = start(serve, realm, postgres)
+    # Interleaved: user, alice, user, alice… The process's KRB5CCNAME names user's cache
+    # throughout, so an alice request that used it would log in as user and be refused
+    # the role "alice".
+    who = [(realm.user, None), (alice.principal, alice.ccache)] * 20
+    headers = [delegated(ccache) for _, ccache in who]
+    env_before = dict(os.environ)
+
+    def fetch(header: dict[str, str]) -> requests.Response:
+        return requests.get(server.url("/db"), headers=header, timeout=60)
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        responses = list(pool.map(fetch, headers))
+    for (principal, _), response in zip(who, responses, strict=True):
+        assert response.status_code == 200, response.text
+        assert response.json() == {
+            "db_user": principal.partition("@")[0],
+            "principal": principal,
+            "encrypted": True,
+        }
+    assert dict(os.environ) == env_before
+
+
+def test_basic_password_credentials_reach_the_database(
+    serve: ServeFn, realm: Realm, postgres: ThrowawayPostgres, tls: Any
+) -> None:
+    server = start(serve, realm, postgres, https=True)
+    response = requests.get(
+        server.url("/db"), auth=("user", realm.password), verify=tls.ca, timeout=60
+    )
+    assert response.json()["db_user"] == "user"
+
+
+def test_without_delegation_the_app_gets_our_exception(
+    serve: ServeFn, realm: Realm, postgres: ThrowawayPostgres
+) -> None:
+    server = start(serve, realm, postgres)
+    header = {"Authorization": negotiate_header(spnego_token(flags=MUTUAL))}
+    response = requests.get(server.url("/db"), headers=header, timeout=60)
+    assert response.status_code == 409
