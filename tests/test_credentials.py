@@ -51,9 +51,7 @@ def test_eight_threads_two_users_all_inside_at_once(realm: Realm, alice: User) -
     assert dict(os.environ) == env_before
 
 
-def test_cache_is_destroyed_and_default_restored_when_fn_raises(
-    realm: Realm, alice: User
-) -> None:
+def test_cache_is_destroyed_and_default_restored_when_fn_raises(realm: Realm, alice: User) -> None:
     seen: list[str] = []
 
     def boom() -> None:
