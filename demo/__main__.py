@@ -26,9 +26,10 @@ import tornado.netutil
 from tornado.options import define, options, parse_command_line
 
 from demo.app import make_app
+from demo.database import Database
 from demo.realm import BACKEND, PASSWORD, REALM, USER, DemoRealm
-from tornado_kerb import KerberosSettings, KeytabError
-from tornado_kerb.negotiate import Acceptor
+from tornado_kerb import KerberosGuard, KeytabError
+from tornado_kerb.keytab import inspect_keytab
 
 CERTS = pathlib.Path(__file__).resolve().parent.parent / "certs"
 
@@ -40,6 +41,10 @@ define("hostname", default=None, help="with --keytab: service host name (default
 define("realm", default=None, help="with --keytab: realm of Basic users (default: krb5's)")
 define("cert", default=None, help="TLS certificate (default: certs/localhost.pem, made if missing)")
 define("key", default=None, help="TLS private key (default: certs/localhost.key)")
+define(
+    "db_host", default=None, help="with --keytab: PostgreSQL host that /db logs in to as the user"
+)
+define("db_name", default="postgres", help="with --db_host: database name")
 define(
     "backend",
     default=None,
@@ -92,6 +97,8 @@ def recipe(host: str, https: str, http: str, ca: str | None, realm: DemoRealm | 
         f"  curl --negotiate -u : --delegation always{cacert} '{https}/act?format=json'",
         f"  curl -u {user}:{password}{cacert} {https}/api/whoami",
         f"  curl -i -u {user}:{password} {http}/api/whoami    # 401: no Basic on plain HTTP",
+        f"  curl --negotiate -u : --delegation always{cacert} '{https}/db?format=json'"
+        "    # PostgreSQL as you",
     ]
     if realm:
         lines.append(f"  kinit {USER}    # password {PASSWORD}, if the ticket runs out")
@@ -100,7 +107,7 @@ def recipe(host: str, https: str, http: str, ca: str | None, realm: DemoRealm | 
         lines.append(f"  trust {ca} (Settings > Certificates > View > Authorities > Import)")
     lines += [
         f"  in about:config set network.negotiate-auth.trusted-uris to {host}",
-        f"  (and network.negotiate-auth.delegation-uris to {host}, for /act);",
+        f"  (and network.negotiate-auth.delegation-uris to {host}, for /act and /db);",
         "  quit any running Firefox and start it "
         + ("from the terminal with the exports above:" if realm else "where you have a ticket:"),
         f"  firefox {https}/whoami",
@@ -118,15 +125,37 @@ async def serve(realm: DemoRealm | None) -> None:
         "hostname": hostname,
         "realm": REALM if realm else options.realm,
     }
-    KerberosSettings.from_mapping(kerberos)  # a typo fails here, not at the first request
+    guard = KerberosGuard(kerberos)  # a typo fails here, not at the first request
+    report = inspect_keytab(kerberos["keytab"])
     try:
-        Acceptor(kerberos["keytab"], hostname=hostname).credentials()
+        principal = report.check(guard.settings.service, hostname)
+        kvnos = sorted({e.kvno for e in report.entries if e.principal == principal})
+        print(f"keytab {report.name}: {principal} (kvno {kvnos})", file=sys.stderr)
     except KeytabError as err:
         print(f"warning: {err}; every login will fail until it is fixed", file=sys.stderr)
+    # The database starts in the background: the site is up before initdb is done.
+    if realm:
+        database = Database(start=realm.k5)
+    elif options.db_host:
+        conninfo = {"host": options.db_host, "dbname": options.db_name, "gssencmode": "require"}
+        database = Database(conninfo=conninfo)
+    else:
+        database = Database()
+    try:
+        await serve_app(guard, database, realm, hostname)
+    finally:
+        await database.stop()
+        guard.close()
+
+
+async def serve_app(
+    guard: KerberosGuard, database: Database, realm: DemoRealm | None, hostname: str
+) -> None:
     cert, key, ca = tls_files()
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
-    app = make_app(kerberos, options.backend or (BACKEND if realm else f"host/{hostname}"))
+    backend = options.backend or (BACKEND if realm else f"host/{hostname}")
+    app = make_app(guard, backend, database)
     https_server = tornado.httpserver.HTTPServer(app, ssl_options=context)
     http_server = tornado.httpserver.HTTPServer(app)
     https_port = listen(https_server, options.port)

@@ -8,10 +8,12 @@ import os
 from typing import Any
 
 import gssapi
+import psycopg
 import tornado.ioloop
 import tornado.web
 
-from tornado_kerb import KerberosAuthMixin, KerberosUser
+from demo.database import Database, whoami_in_db
+from tornado_kerb import KerberosAuthMixin, KerberosGuard, KerberosUser, NoCredentials
 
 log = logging.getLogger("demo")
 
@@ -27,6 +29,7 @@ def describe(handler: tornado.web.RequestHandler, user: KerberosUser) -> dict[st
     )
     return {
         "principal": user.principal,
+        "username": user.username,
         "mechanism": user.mechanism,
         "delegated": user.delegated_credentials is not None,
         "expires": expires.isoformat(timespec="seconds") if expires else None,
@@ -96,7 +99,32 @@ def ticket_for(creds: gssapi.Credentials, backend: str) -> dict[str, Any]:
     return {"ok": True, "token_bytes": len(token or b""), "as": str(creds.name)}
 
 
-def make_app(kerberos: dict[str, Any], backend: str) -> tornado.web.Application:
+class DatabaseAsUser(DemoHandler):
+    """Log in to PostgreSQL as the web user, with their own Kerberos credentials."""
+
+    async def get(self) -> None:
+        user: KerberosUser = self.current_user
+        database: Database = self.settings["database"]
+        result: dict[str, Any] = {"principal": user.principal, "username": user.username}
+        if not database.configured:
+            result.update(ok=False, why="no database is configured (see --db_host)")
+        else:
+            try:
+                conninfo = await database.conninfo(user.username)
+                result.update(ok=True, **await self.run_as_user(whoami_in_db, conninfo))
+            except NoCredentials:
+                result.update(ok=False, delegate=True, why="your client delegated no credentials")
+            except (psycopg.Error, RuntimeError) as err:
+                # Database detail goes to the log, not into the page.
+                log.info("no database login for %s: %s", user.principal, err)
+                result.update(ok=False, why="the database refused the login (see the server log)")
+        if self.get_argument("format", "") == "json":
+            self.write(result)
+        else:
+            self.render("db.html", result=result)
+
+
+def make_app(guard: KerberosGuard, backend: str, database: Database) -> tornado.web.Application:
     """The demo application; the same one serves HTTPS and plain HTTP."""
     return tornado.web.Application(
         [
@@ -104,8 +132,10 @@ def make_app(kerberos: dict[str, Any], backend: str) -> tornado.web.Application:
             (r"/whoami", Whoami),
             (r"/api/whoami", WhoamiJSON),
             (r"/act", ActAsUser),
+            (r"/db", DatabaseAsUser),
         ],
         template_path=TEMPLATES,
-        kerberos=kerberos,
+        kerberos=guard,
         backend=backend,
+        database=database,
     )

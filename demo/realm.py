@@ -23,6 +23,8 @@ class DemoRealm:
 
     def __init__(self) -> None:
         self._k5 = _start_kdc()
+        #: The k5test realm itself, for services that need keys from it (the database).
+        self.k5 = self._k5
         try:
             k5 = self._k5
             self.keytab = os.path.join(k5.tmpdir, "http.keytab")

@@ -106,7 +106,7 @@ def demo() -> Iterator[Demo]:
 
 def _run(command: str, env: dict[str, str]) -> str:
     return subprocess.run(
-        [*shlex.split(command), "-sS", "--fail"],
+        [*shlex.split(command, comments=True), "-sS", "--fail"],
         env=env,
         check=True,
         capture_output=True,
@@ -123,6 +123,7 @@ def test_recipe_logs_in_with_curl_negotiate_delegation_and_basic(demo: Demo) -> 
     me = json.loads(_run(negotiate, demo.env()))
     assert me == {
         "principal": "alice@DEMO.TEST",
+        "username": "alice",
         "mechanism": "negotiate",
         "delegated": False,
         "expires": me["expires"],
@@ -135,6 +136,26 @@ def test_recipe_logs_in_with_curl_negotiate_delegation_and_basic(demo: Demo) -> 
     # Basic needs no ticket at all: run it without the exports' ticket cache.
     with_basic = json.loads(_run(basic, {**demo.env(), "KRB5CCNAME": "MEMORY:empty"}))
     assert with_basic["mechanism"] == "basic" and with_basic["delegated"] is True
+
+
+def test_db_page_logs_in_to_postgres_as_the_web_user(demo: Demo) -> None:
+    (database,) = [command for command in demo.commands if "/db" in command]
+    assert "--delegation always" in database
+    seen = json.loads(_run(database, demo.env()))
+    assert seen == {
+        "principal": "alice@DEMO.TEST",
+        "username": "alice",
+        "ok": True,
+        "db_user": "alice",
+        "gss": True,
+        "db_principal": "alice@DEMO.TEST",
+        "encrypted": True,
+    }
+    # Without delegation the page says what to do instead of failing.
+    undelegated = database.replace("--delegation always", "").replace("?format=json", "")
+    html = _run(undelegated, demo.env())
+    assert "your client delegated no credentials" in html
+    assert "network.negotiate-auth.delegation-uris" in html
 
 
 def test_recipe_works_with_requests_gssapi(demo: Demo) -> None:
@@ -191,6 +212,7 @@ def test_signal_stops_server_and_realm(signum: int) -> None:
     assert "KDC stopped, realm removed" in tail
     assert not [pid for pid in kdcs if _alive(pid)]
     assert not os.path.exists(realm_dir)
+    assert "throwaway-pg-" not in " ".join(os.listdir(tempfile.gettempdir()))
 
 
 def test_real_realm_mode_starts_no_kdc(realm: Realm, tls: TLS) -> None:
