@@ -349,3 +349,21 @@ def test_concurrent_users_each_act_as_themselves(
     for (who, _), response in zip(users, responses, strict=True):
         assert response.status_code == 200
         assert response.json() == {"as": who, "before": who, "ticket": True, "ccname": env_ccache}
+
+
+def test_a_broken_auth_to_local_rule_fails_closed(
+    serve: ServeFn,
+    realm: Realm,
+    tls: Any,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A rule whose substitution is cut short: krb5 cannot map anybody with it.
+    broken = {"realms": {"$realm": {"auth_to_local": ["RULE:[1:$$1@$$0](.*)s/@.*"]}}}
+    env = realm.k5.special_env("broken-rule", False, krb5_conf=broken)
+    monkeypatch.setenv("KRB5_CONFIG", env["KRB5_CONFIG"])
+    server = serve([(r"/", Who)], settings(realm))  # a new server thread reads the new conf
+    response = get(server, "/", tls.ca, headers=header())
+    assert response.status_code == 503
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert any("failing closed" in message for message in errors)
