@@ -41,13 +41,16 @@ def basic_header(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
-def curl(url: str, *args: str, ca: str | None = None) -> tuple[int, dict[str, list[str]], str]:
-    """Run curl; return status, headers (lower-cased names, all values) and body."""
+def curl(
+    url: str, *args: str, ca: str | None = None, env: dict[str, str] | None = None
+) -> tuple[int, dict[str, list[str]], str]:
+    """Run curl (with ``env`` over this process's environment); return status, headers
+    (lower-cased names, all values) and body."""
     cmd = ["curl", "-sS", "-D", "-", "--max-time", "30", *args]
     if ca:
         cmd += ["--cacert", ca]
     out = subprocess.run(
-        [*cmd, url], check=True, capture_output=True, env=dict(os.environ)
+        [*cmd, url], check=True, capture_output=True, env={**os.environ, **(env or {})}
     ).stdout.decode()
     # With --negotiate curl prints the 401 and the final response: keep the last one.
     blocks = out.split("\r\n\r\n")

@@ -8,6 +8,7 @@ import concurrent.futures
 import logging
 import os
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import gssapi
@@ -15,8 +16,8 @@ import pytest
 import requests
 import tornado.web
 
-from tests.clients import DELEGATE, MUTUAL, negotiate_header, spnego_token
-from tests.conftest import Realm, ServeFn, Server, User
+from tests.clients import DELEGATE, MUTUAL, curl, negotiate_header, spnego_token
+from tests.conftest import Realm, ServeFn, Server, User, make_realm
 from tornado_kerb import (
     KerberosAuthMixin,
     KerberosGuard,
@@ -180,6 +181,61 @@ def test_user_of_another_realm_gets_403_without_a_challenge(
         basic = get(server, "/", tls.ca, auth=("user@OTHER.ORG", "whatever"))
         assert basic.status_code == 401
         assert realm.proxy.exchanges == before
+
+
+@pytest.fixture(scope="module")
+def partner(realm: Realm) -> Iterator[dict[str, str]]:
+    """A second realm, PARTNER.ORG, that KRBTEST.COM trusts: its users get real
+    cross-realm tickets for our HTTP/localhost. Yields the client environment of
+    user@PARTNER.ORG."""
+    other = make_realm(realm="PARTNER.ORG", create_host=False)
+    try:
+        # The cross-realm key: the same principal and password in both KDCs.
+        cross, secret = "krbtgt/KRBTEST.COM@PARTNER.ORG", "cross-realm-secret"
+        other.addprinc(cross, secret)
+        realm.k5.addprinc(cross, secret)
+        conf = {
+            "realms": {"KRBTEST.COM": {"kdc": f"127.0.0.1:{realm.k5.portbase}"}},
+            "domain_realm": {"localhost": "KRBTEST.COM"},
+        }
+        env = other.special_env("cross", False, krb5_conf=conf)
+        yield {"KRB5_CONFIG": env["KRB5_CONFIG"], "KRB5CCNAME": other.ccache}
+    finally:
+        other.stop()
+
+
+def partner_curl(server: Server, partner: dict[str, str]) -> tuple[int, str]:
+    # The partner's environment goes to curl only: the server in this process must keep
+    # reading our realm's krb5.conf.
+    status, _, body = curl(server.url("/"), "--negotiate", "-u", ":", env=partner)
+    return status, body
+
+
+@pytest.mark.parametrize(
+    ("realms", "status", "username"),
+    [
+        (None, 403, None),  # default: our realm only
+        (["KRBTEST.COM", "PARTNER.ORG"], 200, "user"),  # listed: the realm is stripped
+        ("*", 200, "user@PARTNER.ORG"),  # any trusted realm: kept whole, cannot collide
+    ],
+)
+def test_cross_realm_users(
+    serve: ServeFn,
+    realm: Realm,
+    partner: dict[str, str],
+    caplog: pytest.LogCaptureFixture,
+    realms: Any,
+    status: int,
+    username: str | None,
+) -> None:
+    server = serve([(r"/", Who)], settings(realm, realms=realms))
+    got, body = partner_curl(server, partner)
+    assert got == status, body
+    if status == 403:
+        assert "forbidden (foreign-realm) for user@PARTNER.ORG" in caplog.text
+    else:
+        assert '"principal": "user@PARTNER.ORG"' in body
+        assert f'"username": "{username}"' in body
 
 
 def test_any_realm_with_star(serve: ServeFn, realm: Realm, tls: Any) -> None:
