@@ -111,7 +111,14 @@ class DatabaseAsUser(DemoHandler):
         else:
             try:
                 conninfo = await database.conninfo(user.username)
-                result.update(ok=True, **await self.run_as_user(whoami_in_db, conninfo))
+                seen = await self.run_as_user(whoami_in_db, conninfo)
+                result.update(ok=True, **seen)
+                log.info(
+                    "database login for %s as %s (encrypted: %s)",
+                    user.principal,
+                    seen["db_user"],
+                    seen["encrypted"],
+                )
             except NoCredentials:
                 result.update(ok=False, delegate=True, why="your client delegated no credentials")
             except (psycopg.Error, RuntimeError) as err:

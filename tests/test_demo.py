@@ -271,7 +271,22 @@ def test_firefox_logs_in_via_negotiate(demo: Demo, tmp_path: pathlib.Path) -> No
         screenshot,
         window_size=(900, 560),
     )
+    # The browser delegates (delegation-uris): the server reaches PostgreSQL as alice.
+    db_screenshot = tmp_path / "db.png"
+    run_firefox(
+        f"{demo.https}/db",
+        tmp_path / "profile",
+        ca,
+        demo.exports,
+        db_screenshot,
+        window_size=(900, 620),
+    )
     log = demo.stop()
     # The server's own record: the page went to the demo user, via Negotiate.
     assert "served /whoami to alice@DEMO.TEST via negotiate" in log
+    assert "database login for alice@DEMO.TEST as alice (encrypted: True)" in log
     assert screenshot.stat().st_size > 1000
+    shot = os.environ.get("TORNADO_KERB_SCREENSHOTS")  # docs/: make the README's pictures
+    if shot:
+        for picture in (screenshot, db_screenshot):
+            (pathlib.Path(shot) / picture.name).write_bytes(picture.read_bytes())
