@@ -11,6 +11,7 @@ import krb5
 import pytest
 
 from tests.conftest import Realm, User
+from tornado_kerb import NoCredentials
 from tornado_kerb.credentials import acting_as, call_as
 
 
@@ -68,3 +69,11 @@ def test_cache_is_destroyed_and_default_restored_when_fn_raises(realm: Realm, al
     ctx = krb5.init_context()
     with pytest.raises(krb5.Krb5Error):
         krb5.cc_get_principal(ctx, krb5.cc_resolve(ctx, name.encode()))
+
+
+def test_credentials_that_cannot_act_raise_our_exception(realm: Realm) -> None:
+    # Acceptor credentials from a keytab hold no ticket to initiate with.
+    keytab_only = gssapi.Credentials(usage="accept", store={"keytab": realm.keytab})
+    with pytest.raises(NoCredentials, match="cannot be used"):
+        call_as(keytab_only, default_name)
+    assert default_name() == realm.user  # the thread is left as it was

@@ -19,6 +19,10 @@ from typing import Any, TypeVar
 import gssapi
 import gssapi.raw
 import krb5
+from gssapi.raw.misc import GSSError
+
+from ._gss import describe
+from .errors import NoCredentials
 
 __all__ = ["acting_as", "call_as"]
 
@@ -30,15 +34,22 @@ def acting_as(creds: gssapi.Credentials) -> Iterator[str]:
     """Make ``creds`` the calling thread's default Kerberos credentials for the block.
 
     Yields the private cache's name. The cache is destroyed and the thread's default
-    restored when the block ends, whether it returns or raises. Blocking: call it in a
-    worker thread, never on the IOLoop.
+    restored when the block ends, whether it returns or raises. Raises
+    :class:`~tornado_kerb.NoCredentials` when ``creds`` cannot be stored (expired, say).
+    Blocking: call it in a worker thread, never on the IOLoop.
     """
     # Unguessable: MEMORY caches are process-wide, found by name.
     name = f"MEMORY:tornado_kerb-{secrets.token_hex(16)}"
     try:
-        creds.store(
-            store={"ccache": name}, usage="initiate", mech=gssapi.MechType.kerberos, overwrite=True
-        )
+        try:
+            creds.store(
+                store={"ccache": name},
+                usage="initiate",
+                mech=gssapi.MechType.kerberos,
+                overwrite=True,
+            )
+        except GSSError as err:  # expired, or not Kerberos credentials at all
+            raise NoCredentials(f"the user's credentials cannot be used: {describe(err)}") from None
         # MIT's "previous" answer is the resolved default (never "none set"), so restoring
         # it would pin this pool thread to that name; None goes back to config/env.
         gssapi.raw.krb5_ccache_name(name.encode())
