@@ -121,7 +121,7 @@ class DatabaseAsUser(DemoHandler):
                 )
             except NoCredentials:
                 result.update(ok=False, delegate=True, why="your client delegated no credentials")
-            except (psycopg.Error, RuntimeError) as err:
+            except (psycopg.Error, RuntimeError, OSError) as err:
                 # Database detail goes to the log, not into the page.
                 log.info("no database login for %s: %s", user.principal, err)
                 result.update(ok=False, why="the database refused the login (see the server log)")

@@ -45,7 +45,9 @@ def make_realm(proxy: KDCProxy | None = None, **kwargs: Any) -> k5test.K5Realm:
     # can delegate.
     conf: dict[str, Any] = {
         "libdefaults": {"forwardable": "true", "udp_preference_limit": "1"},
-        "realms": {"$realm": {"auth_to_local": AUTH_TO_LOCAL}},
+        "realms": {
+            "$realm": {"auth_to_local": AUTH_TO_LOCAL, "auth_to_local_names": {"dave": "david"}}
+        },
     }
     if proxy is not None:
         conf["realms"]["$realm"]["kdc"] = f"127.0.0.1:{proxy.port}"

@@ -111,10 +111,12 @@ def test_guard_serves_plain_handlers(
             assert challenges(ok)[0].startswith("Negotiate ")  # mutual authentication
             basic = get(server, path, tls.ca, auth=("user", realm.password))
             assert basic.json()["mechanism"] == "basic"
+        guard.close()  # the KDC threads stop: Basic answers 503, Negotiate needs none
+        after = get(server, "/prepare", tls.ca, auth=("user", realm.password))
+        assert after.status_code == 503
+        assert get(server, "/prepare", tls.ca, headers=header()).status_code == 200
     finally:
-        guard.close()
-    with pytest.raises(RuntimeError):
-        guard.executor.submit(print)  # close() stopped the KDC threads
+        guard.close()  # idempotent
 
 
 def test_one_guard_per_application_kept_on_the_application(realm: Realm) -> None:
@@ -145,6 +147,28 @@ class OwnSettings(KerberosAuthMixin, tornado.web.RequestHandler):
     @authenticated
     def get(self) -> None:
         self.write(describe(self.current_user))
+
+
+class DenyAll(KerberosGuard):
+    def authorize(self, user: KerberosUser, handler: Any) -> Any:
+        return None  # not even False: a subclass that forgot to return must fail closed
+
+
+class SameSettings(Who):
+    def get_kerberos_settings(self) -> Any:
+        return super().get_kerberos_settings()
+
+
+def test_a_guard_subclass_is_honoured_and_fails_closed(
+    serve: ServeFn, realm: Realm, tls: Any
+) -> None:
+    guard = DenyAll(settings(realm))
+    try:
+        server = serve([(r"/", Who), (r"/same", SameSettings)], guard)
+        for path in ("/", "/same"):
+            assert get(server, path, tls.ca, headers=header()).status_code == 403, path
+    finally:
+        guard.close()
 
 
 def test_overridden_settings_get_their_own_guard(realm: Realm, tls: Any) -> None:
@@ -329,6 +353,14 @@ def test_local_name_fallbacks(realm: Realm) -> None:
         assert guard.local_name("dave@STRANGER.NET") == "dave@STRANGER.NET"  # kept whole
     finally:
         guard.close()
+    anywhere = KerberosGuard(settings(realm, realms="*"))
+    try:
+        # auth_to_local_names maps "dave" whatever the realm (MIT looks up the bare
+        # name): only our realm's dave may become david.
+        assert anywhere.local_name("dave@KRBTEST.COM") == "david"
+        assert anywhere.local_name("dave@PARTNER.ORG") == "dave@PARTNER.ORG"
+    finally:
+        anywhere.close()
 
 
 # -- acting as the user -------------------------------------------------------------------
@@ -384,6 +416,32 @@ def test_run_as_user_acts_as_the_user_and_forgets_after_the_request(
     # The requests are over: a user object kept past its request holds no credentials.
     assert len(kept) == 3
     assert all(user.delegated_credentials is None for user in kept)
+
+
+async def in_a_coroutine() -> str:
+    return default_identity("host@localhost")["as"]
+
+
+def returns_a_coroutine() -> Any:
+    return in_a_coroutine()
+
+
+class ActAsync(ActAs):
+    @authenticated
+    async def get(self) -> None:
+        fn = in_a_coroutine if self.get_argument("kind") == "async" else returns_a_coroutine
+        try:
+            await self.run_as_user(fn)  # type: ignore[arg-type]
+        except TypeError as err:
+            self.write({"refused": str(err)})
+
+
+def test_run_as_user_refuses_coroutines(serve: ServeFn, realm: Realm, tls: Any) -> None:
+    # A coroutine would run on the IOLoop after the user's cache is gone, as somebody else.
+    server = serve([(r"/", ActAsync)], settings(realm))
+    for kind in ("async", "returns"):
+        response = get(server, f"/?kind={kind}", tls.ca, headers=header(delegate=True))
+        assert "plain function" in response.json()["refused"], kind
 
 
 def test_concurrent_users_each_act_as_themselves(

@@ -12,6 +12,7 @@ acts as the user, and nothing else in the process notices. Nothing here imports 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import secrets
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -62,7 +63,14 @@ def acting_as(creds: gssapi.Credentials) -> Iterator[str]:
 def call_as(creds: gssapi.Credentials, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """``fn(*args, **kwargs)`` with ``creds`` as this thread's default credentials."""
     with acting_as(creds):
-        return fn(*args, **kwargs)
+        result = fn(*args, **kwargs)
+    if inspect.isawaitable(result):
+        # It would run later, elsewhere, with whatever credentials that thread has.
+        close = getattr(result, "close", None)
+        if close is not None:
+            close()
+        raise TypeError(f"{fn!r} returned an awaitable: acting as a user needs a plain function")
+    return result
 
 
 def _destroy(name: str) -> None:

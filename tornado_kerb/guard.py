@@ -141,10 +141,11 @@ class KerberosGuard:
     def local_name(self, principal: str) -> str:
         """The local name of ``principal`` (``current_user.username``). May be overridden.
 
-        krb5.conf's ``auth_to_local`` rules (and MIT's default rule) first; when they map
-        nothing, the principal without its realm if the realm is ours (``realm`` or one
-        listed in ``realms``), else the whole principal, so that users of two realms
-        cannot collide. Results are cached: restart to apply changed rules.
+        For our realms (``realm``, and those listed in ``realms``): krb5.conf's
+        ``auth_to_local`` rules (and MIT's default rule), else the principal without its
+        realm. For a realm admitted only by ``realms="*"``: the whole principal, so that
+        nobody from elsewhere becomes a local user. Results are cached: restart to apply
+        changed rules.
         """
         return self._mapped(principal)
 
@@ -185,8 +186,12 @@ class KerberosGuard:
         The user's credentials are that thread's default Kerberos credentials for the
         call (see :mod:`tornado_kerb.credentials`): GSSAPI clients inside act as the user.
         Raises :class:`~tornado_kerb.NoCredentials` when there are none (the client did not
-        delegate, or the request that brought them has finished).
+        delegate, or the request that brought them has finished). ``fn`` must be a plain
+        function: a coroutine would run later, on the IOLoop, as somebody else (TypeError).
+        Threads that ``fn`` starts do not inherit the user's credentials.
         """
+        if inspect.iscoroutinefunction(fn):
+            raise TypeError("run_as_user needs a plain function, not a coroutine function")
         creds = user.delegated_credentials if isinstance(user, KerberosUser) else None
         if creds is None:
             raise NoCredentials(
@@ -199,9 +204,13 @@ class KerberosGuard:
     async def prove(self, principal: str, password: str) -> Accepted:
         """Prove a Basic password on a KDC thread; the IOLoop keeps serving meanwhile."""
         with self._kdc_slot():
-            return await tornado.ioloop.IOLoop.current().run_in_executor(
-                self.executor, prove_password, principal, password, self.acceptor
-            )
+            try:
+                pending = tornado.ioloop.IOLoop.current().run_in_executor(
+                    self.executor, prove_password, principal, password, self.acceptor
+                )
+            except RuntimeError:  # the executor was shut down: close() was called
+                raise KDCUnavailable("closed", "the guard was closed") from None
+            return await pending
 
     async def _basic(self, handler: Handler, principal: str, password: str) -> KerberosUser:
         try:
@@ -233,7 +242,8 @@ class KerberosGuard:
             accepted.expires_at,
             self._local_name_for(handler, principal),
         )
-        verdict = self.authorize(user, handler)
+        # A subclass's authorize() may return anything: only True lets the user in.
+        verdict = bool_or_awaitable(self.authorize(user, handler))
         if verdict is True:
             return self._grant(handler, user)
         if verdict is False:
@@ -244,7 +254,7 @@ class KerberosGuard:
         self, handler: Handler, user: KerberosUser, verdict: Awaitable[bool]
     ) -> KerberosUser:
         try:
-            if await verdict is not True:
+            if bool_or_awaitable(await verdict) is not True:
                 raise Forbidden("forbidden", user.principal)
         except KerberosError as err:
             self.refuse(handler, err)
@@ -270,12 +280,16 @@ class KerberosGuard:
         return str(hook(principal))
 
     def _map_local_name(self, principal: str) -> str:
+        name, _, realm = principal.rpartition("@")
+        if realm != self.realm and (self.realms is None or realm not in self.realms):
+            # A realm admitted only by "*": krb5 would map it by rules that may ignore
+            # the realm (auth_to_local_names does), making dave@PARTNER.ORG the local
+            # dave. The whole principal can collide with nobody.
+            return principal
         mapped = _localname.aname_to_localname(principal)
         if mapped is not None:
             return mapped
-        name, _, realm = principal.rpartition("@")
-        ours = realm == self.realm or (self.realms is not None and realm in self.realms)
-        return name if ours and name else principal
+        return name or principal
 
     @contextlib.contextmanager
     def _kdc_slot(self) -> Iterator[None]:

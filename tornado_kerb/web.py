@@ -87,6 +87,10 @@ class KerberosAuthMixin(_HandlerBase):
         if not self._kerberos_own_settings:
             return KerberosGuard.for_application(app, self._KERBEROS_SETTINGS_KEY)
         settings = self.get_kerberos_settings()
+        if app.settings.get(self._KERBEROS_SETTINGS_KEY) is not None:
+            own = KerberosGuard.for_application(app, self._KERBEROS_SETTINGS_KEY)
+            if settings == own.settings:
+                return own  # the application's guard, with whatever its class overrides
         guards: dict[KerberosSettings, KerberosGuard] = app.__dict__.setdefault(
             "_tornado_kerb_guards", {}
         )
