@@ -396,5 +396,8 @@ def _forget_on_finish(handler: Handler, user: KerberosUser) -> None:
             original()
         finally:
             user._forget_credentials()
+            # This closure and the handler refer to each other: undo it, so refcounting
+            # frees the handler without waiting for the cycle collector.
+            handler.__dict__.pop("on_finish", None)
 
     handler.on_finish = on_finish  # type: ignore[method-assign,unused-ignore]
