@@ -209,13 +209,14 @@ ServeFn = Callable[..., Server]
 
 @pytest.fixture
 def serve(tls: TLS) -> Iterator[ServeFn]:
-    """``serve(handlers, kerberos={...}, https=False)`` starts a server for one test."""
+    """``serve(handlers, kerberos={...}, https=False, **app_settings)`` starts a server for
+    one test."""
     servers: list[Server] = []
 
     def start(
-        handlers: list[Any], kerberos: dict[str, Any] | None = None, *, https: bool = False
+        handlers: list[Any], kerberos: Any = None, *, https: bool = False, **app_settings: Any
     ) -> Server:
-        app = tornado.web.Application(handlers, kerberos=kerberos)
+        app = tornado.web.Application(handlers, kerberos=kerberos, **app_settings)
         server = Server(app, tls.server_context() if https else None)
         servers.append(server)
         return server

@@ -101,3 +101,37 @@ def test_lists_become_tuples_and_one_string_is_one_item() -> None:
 def test_from_mapping_takes_settings_as_they_are() -> None:
     settings = KerberosSettings(realm="EXAMPLE.COM")
     assert KerberosSettings.from_mapping(settings) is settings
+
+
+@pytest.mark.parametrize(
+    ("raw", "key"),
+    [
+        ({"session": "yes"}, "session"),
+        ({"session": {"max_age": 0}}, "session"),
+        ({"session": {"maxage": 60}}, "session"),
+        ({"session": {"name": "bad name"}}, "session"),
+        ({"session": {"path": "nope"}}, "session"),
+        ({"session": {"http": "true"}}, "session"),
+        ({"basic_cache": {"ttl": -1}}, "basic_cache"),
+        ({"basic_cache": {"entries": 0}}, "basic_cache"),
+        ({"basic_cache": 1}, "basic_cache"),
+        ({"kdc_timeout": 0}, "kdc_timeout"),
+        ({"kdc_timeout": "5"}, "kdc_timeout"),
+    ],
+)
+def test_session_cache_and_timeout_values(raw: dict[str, Any], key: str) -> None:
+    with pytest.raises(ConfigurationError, match=repr(key)):
+        KerberosSettings.from_mapping(raw)
+
+
+def test_session_and_cache_options() -> None:
+    from tornado_kerb.session import BasicCacheOptions, SessionOptions
+
+    settings = KerberosSettings.from_mapping(
+        {"session": {"max_age": 600}, "basic_cache": True, "kdc_timeout": 2}
+    )
+    assert settings.session == SessionOptions(max_age=600)
+    assert settings.basic_cache == BasicCacheOptions()
+    assert settings.kdc_timeout == 2.0
+    assert KerberosSettings(session=False).session is None
+    hash(settings)

@@ -8,15 +8,16 @@ application: it owns the acceptor credentials, the Basic realm and the KDC threa
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import concurrent.futures
-import contextlib
 import fnmatch
 import functools
 import inspect
 import logging
 import threading
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+import time
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, NoReturn, TypeVar
 
 import tornado.ioloop
@@ -35,6 +36,7 @@ from .errors import (
     NoCredentials,
 )
 from .negotiate import Accepted, Acceptor, parse_negotiate
+from .session import BasicCache, SessionOptions, decode_session, encode_session
 from .settings import KerberosSettings
 from .user import KerberosUser, Mechanism
 
@@ -109,6 +111,8 @@ class KerberosGuard:
         self._lock = threading.Lock()
         self._in_flight = 0
         self._mapped = functools.lru_cache(maxsize=_LOCAL_NAME_CACHE)(self._map_local_name)
+        self._session = s.session
+        self.basic_cache = BasicCache(s.basic_cache) if s.basic_cache else None
 
     @classmethod
     def for_application(cls, app: tornado.web.Application, key: str = "kerberos") -> KerberosGuard:
@@ -116,12 +120,24 @@ class KerberosGuard:
         built from it on first use and kept on the application."""
         raw = app.settings.get(key)
         if isinstance(raw, KerberosGuard):
+            raw.check_application(app)
             return raw
         cached: tuple[object, KerberosGuard] | None = getattr(app, "_tornado_kerb_guard", None)
         if cached is None or cached[0] is not raw:
-            cached = (raw, cls(raw))
+            guard = cls(raw)
+            guard.check_application(app)
+            cached = (raw, guard)
             app._tornado_kerb_guard = cached  # type: ignore[attr-defined]
         return cached[1]
+
+    def check_application(self, app: tornado.web.Application) -> None:
+        """Raise :class:`~tornado_kerb.ConfigurationError` if ``app`` cannot carry what
+        these settings need (sessions need the application's ``cookie_secret``)."""
+        if self._session is not None and not app.settings.get("cookie_secret"):
+            raise ConfigurationError(
+                "kerberos['session'] needs the application setting 'cookie_secret' "
+                "(a long random string, or a dict of them with 'key_version' to rotate keys)"
+            )
 
     def close(self) -> None:
         """Stop the KDC threads (waiting Basic logins are cancelled). Idempotent."""
@@ -172,13 +188,60 @@ class KerberosGuard:
                 return self._admit(handler, accepted, "negotiate")
             if scheme == "basic" and offer_basic:
                 principal, password = parse_basic(credentials, self.realm)
+                if self.basic_cache is not None:
+                    proven_until = self.basic_cache.get(principal, password)
+                    if proven_until is not None:  # no KDC: the password was proven before
+                        cached = Accepted(principal, None, None, proven_until)
+                        return self._admit(handler, cached, "basic", fresh=False)
                 return self._basic(handler, principal, password)
             if scheme == "basic":
                 # Plain HTTP (or Basic turned off): the password goes nowhere.
                 raise AuthenticationFailed("basic-not-offered")
+            if not scheme and self._session is not None:
+                # Only without an Authorization header: a fresh login always wins.
+                user = self._from_session(handler, self._session)
+                if user is not None:
+                    return user
             raise AuthenticationFailed("unsupported-scheme" if scheme else "no-credentials")
         except KerberosError as err:
             self.refuse(handler, err)
+
+    def logout(self, handler: Handler) -> None:
+        """Clear the session cookie (a browser with a ticket logs in again at once,
+        without a prompt: Negotiate needs none)."""
+        if self._session is not None:
+            handler.clear_cookie(self._session.name, path=self._session.path)
+
+    def _from_session(
+        self, handler: Handler, opts: SessionOptions
+    ) -> KerberosUser | Awaitable[KerberosUser] | None:
+        """The user of a valid session cookie, or ``None``: a cookie that is tampered,
+        expired, malformed, of another realm or of a principal no longer allowed is
+        ignored (and cleared), and the normal challenge follows."""
+        if opts.name not in handler.request.cookies:
+            return None
+        self._check_once(handler.application)
+        raw = handler.get_signed_cookie(opts.name, max_age_days=opts.max_age / 86400, min_version=2)
+        session = decode_session(raw, time.time()) if raw else None
+        if session is None or not self._may_log_in(session.principal):
+            log.info("session cookie ignored from %s", handler.request.remote_ip)
+            handler.clear_cookie(opts.name, path=opts.path)
+            return None
+        accepted = Accepted(session.principal, None, None, float(session.expires_at))
+        return self._admit(handler, accepted, session.mechanism, fresh=False, session=True)
+
+    def _check_once(self, app: tornado.web.Application) -> None:
+        # An explicit guard meets its application only here, at the first session.
+        if not getattr(app, "_tornado_kerb_checked", False):
+            self.check_application(app)
+            app._tornado_kerb_checked = True  # type: ignore[attr-defined]
+
+    def _may_log_in(self, principal: str) -> bool:
+        """The guard-wide checks: an allowed realm, an allowed principal."""
+        realm = principal.rpartition("@")[2]
+        if self.realms is not None and realm not in self.realms:
+            return False
+        return not self._check_principals or self._allowed(principal)
 
     async def run_as_user(self, user: object, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run ``fn(*args, **kwargs)`` in a worker thread acting as ``user``.
@@ -202,28 +265,51 @@ class KerberosGuard:
         return await tornado.ioloop.IOLoop.current().run_in_executor(None, call)
 
     async def prove(self, principal: str, password: str) -> Accepted:
-        """Prove a Basic password on a KDC thread; the IOLoop keeps serving meanwhile."""
-        with self._kdc_slot():
-            try:
-                pending = tornado.ioloop.IOLoop.current().run_in_executor(
-                    self.executor, prove_password, principal, password, self.acceptor
-                )
-            except RuntimeError:  # the executor was shut down: close() was called
-                raise KDCUnavailable("closed", "the guard was closed") from None
-            return await pending
+        """Prove a Basic password on a KDC thread; the IOLoop keeps serving meanwhile.
+
+        Gives up after ``kdc_timeout`` seconds (:class:`~tornado_kerb.KDCUnavailable`,
+        503); the thread still counts against ``kdc_workers + kdc_queue`` until libkrb5
+        returns, so a hanging KDC cannot pile up threads without bound.
+        """
+        self._take_kdc_slot()
+        try:
+            pending = tornado.ioloop.IOLoop.current().run_in_executor(
+                self.executor, prove_password, principal, password, self.acceptor
+            )
+        except RuntimeError:  # the executor was shut down: close() was called
+            self._release_kdc_slot(None)
+            raise KDCUnavailable("closed", "the guard was closed") from None
+        pending.add_done_callback(self._release_kdc_slot)
+        timeout = self.settings.kdc_timeout
+        try:
+            return await asyncio.wait_for(asyncio.shield(pending), timeout)
+        except asyncio.TimeoutError:
+            raise KDCUnavailable("kdc-timeout", f"no answer within {timeout:g} s") from None
 
     async def _basic(self, handler: Handler, principal: str, password: str) -> KerberosUser:
         try:
             accepted = await self.prove(principal, password)
+            if self.basic_cache is not None:
+                # Proven by the KDC and our keytab; authorization is still asked each time.
+                self.basic_cache.put(principal, password, accepted.expires_at)
             result = self._admit(handler, accepted, "basic")
             return result if isinstance(result, KerberosUser) else await result
         except KerberosError as err:
             self.refuse(handler, err)
 
     def _admit(
-        self, handler: Handler, accepted: Accepted, mechanism: Mechanism
+        self,
+        handler: Handler,
+        accepted: Accepted,
+        mechanism: Mechanism,
+        *,
+        fresh: bool = True,
+        session: bool = False,
     ) -> KerberosUser | Awaitable[KerberosUser]:
-        """Authorize an authenticated principal; the user, or an awaitable of it."""
+        """Authorize an authenticated principal; the user, or an awaitable of it.
+
+        ``fresh``: proven just now (a session cookie may be set); ``session``: it came
+        from a session cookie."""
         if accepted.output_token:
             # Mutual authentication: even a 403 proves the server to the client.
             token = base64.b64encode(accepted.output_token).decode("ascii")
@@ -241,31 +327,57 @@ class KerberosGuard:
             accepted.delegated_credentials,
             accepted.expires_at,
             self._local_name_for(handler, principal),
+            session,
         )
         # A subclass's authorize() may return anything: only True lets the user in.
         verdict = bool_or_awaitable(self.authorize(user, handler))
         if verdict is True:
-            return self._grant(handler, user)
+            return self._grant(handler, user, fresh)
         if verdict is False:
             raise Forbidden("forbidden", principal)
-        return self._grant_later(handler, user, verdict)
+        return self._grant_later(handler, user, verdict, fresh)
 
     async def _grant_later(
-        self, handler: Handler, user: KerberosUser, verdict: Awaitable[bool]
+        self, handler: Handler, user: KerberosUser, verdict: Awaitable[bool], fresh: bool
     ) -> KerberosUser:
         try:
             if bool_or_awaitable(await verdict) is not True:
                 raise Forbidden("forbidden", user.principal)
         except KerberosError as err:
             self.refuse(handler, err)
-        return self._grant(handler, user)
+        return self._grant(handler, user, fresh)
 
-    def _grant(self, handler: Handler, user: KerberosUser) -> KerberosUser:
+    def _grant(self, handler: Handler, user: KerberosUser, fresh: bool) -> KerberosUser:
         log.debug("authenticated %s via %s", user.principal, user.mechanism)
         handler.current_user = user
         if user.delegated_credentials is not None:
             _forget_on_finish(handler, user)
+        if fresh and self._session is not None:
+            self._start_session(handler, user, self._session)
         return user
+
+    def _start_session(self, handler: Handler, user: KerberosUser, opts: SessionOptions) -> None:
+        tls = handler.request.protocol == "https"
+        if not tls and not opts.http:
+            return  # a cookie sniffed off plain HTTP would be as good as a password
+        now = time.time()
+        # Never longer than the ticket: the server checks this itself, whatever the
+        # browser does with Max-Age.
+        expires = min(now + opts.max_age, user.expires_at or now + opts.max_age)
+        if expires <= now:
+            return
+        self._check_once(handler.application)
+        handler.set_signed_cookie(
+            opts.name,
+            encode_session(user.principal, user.mechanism, expires),
+            expires_days=None,
+            version=2,
+            path=opts.path,
+            max_age=int(expires - now),
+            httponly=True,
+            secure=tls,
+            samesite="Lax",
+        )
 
     def _allowed(self, principal: str) -> bool:
         if principal in self._exact:
@@ -291,19 +403,19 @@ class KerberosGuard:
             return mapped
         return name or principal
 
-    @contextlib.contextmanager
-    def _kdc_slot(self) -> Iterator[None]:
+    def _take_kdc_slot(self) -> None:
         # Bound the work a flood of Basic logins can queue up behind the KDC threads.
         limit = self.settings.kdc_workers + self.settings.kdc_queue
         with self._lock:
             if self._in_flight >= limit:
                 raise KDCUnavailable("kdc-busy", "too many Basic logins waiting")
             self._in_flight += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._in_flight -= 1
+
+    def _release_kdc_slot(self, done: asyncio.Future[Accepted] | None) -> None:
+        if done is not None and not done.cancelled():
+            done.exception()  # retrieved: a login given up on must not log "never retrieved"
+        with self._lock:
+            self._in_flight -= 1
 
     # -- answers ------------------------------------------------------------------------
 

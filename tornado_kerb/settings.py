@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from .errors import ConfigurationError
+from .session import BasicCacheOptions, SessionOptions, options
 
 __all__ = ["KerberosSettings"]
 
@@ -51,6 +52,14 @@ class KerberosSettings:
     #: Principals allowed in (exact names or ``fnmatch`` patterns such as
     #: ``"*@EXAMPLE.COM"``); ``None`` lets every user of an allowed realm in. Others get 403.
     allowed_principals: tuple[str, ...] | None = None
+    #: Signed session cookies after a login (``True``, or a dict of
+    #: :class:`~tornado_kerb.session.SessionOptions`); ``None``: every request logs in.
+    session: SessionOptions | None = None
+    #: Remember proven Basic passwords (``True``, or a dict of
+    #: :class:`~tornado_kerb.session.BasicCacheOptions`); ``None``: ask the KDC each time.
+    basic_cache: BasicCacheOptions | None = None
+    #: Seconds a Basic login may take at the KDC before the answer is 503.
+    kdc_timeout: float = 15.0
 
     def __post_init__(self) -> None:
         # Frozen: normalised values go in with object.__setattr__, once, here.
@@ -67,6 +76,14 @@ class KerberosSettings:
         _count("retry_after", self.retry_after, minimum=1)
         put("realms", _realms(self.realms))
         put("allowed_principals", _patterns("allowed_principals", self.allowed_principals))
+        put("session", options("session", SessionOptions, self.session))
+        put("basic_cache", options("basic_cache", BasicCacheOptions, self.basic_cache))
+        timeout = self.kdc_timeout
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+            raise ConfigurationError(
+                f"kerberos setting 'kdc_timeout' must be a number of seconds > 0, not {timeout!r}"
+            )
+        put("kdc_timeout", float(timeout))
 
     @classmethod
     def from_mapping(cls, raw: KerberosSettings | Mapping[str, Any] | None) -> KerberosSettings:

@@ -36,6 +36,9 @@ class KerberosUser:
     #: The local name (``alice`` for ``alice@EXAMPLE.COM``): krb5.conf's ``auth_to_local``
     #: mapping, else the principal without its realm. Empty means "derive it that way".
     username: str = ""
+    #: The login came from a session cookie, not from this request: there are no
+    #: credentials to act with (``run_as_user`` needs a request with a fresh login).
+    from_session: bool = False
 
     def __post_init__(self) -> None:
         if not self.username:

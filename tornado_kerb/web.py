@@ -141,6 +141,14 @@ class KerberosAuthMixin(_HandlerBase):
         """
         return await self.get_kerberos_guard().run_as_user(self.current_user, fn, *args, **kwargs)
 
+    def kerberos_logout(self) -> None:
+        """End the session: clear the session cookie (see the ``session`` setting).
+
+        A browser that holds a ticket logs in again on its next request, silently:
+        Negotiate needs no prompt. Logging out of Kerberos itself is ``kdestroy``.
+        """
+        self.get_kerberos_guard().logout(self)
+
     def clear(self) -> None:
         """Reset the response (see :meth:`tornado.web.RequestHandler.clear`), keeping the
         mutual-authentication token: an error page after a successful login must still
