@@ -1,7 +1,8 @@
 """Load generator: HTTP/1.1 keep-alive (no pipelining) over raw asyncio streams.
 
 Each of ``connections`` connections sends one request, reads the whole answer, then sends
-the next; every request carries its own pre-built Negotiate token. Parsing is the minimum
+the next; every request carries its own pre-built headers (a fresh Negotiate token, a
+session cookie, a Basic header…). Parsing is the minimum
 that frames a Tornado answer (status line, ``Content-Length``, body), so one client core
 outruns one server core by a wide margin.
 """
@@ -31,18 +32,38 @@ class RoundResult:
     load_busy: float  #: the same for this process, the load generator
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process ``pid`` (all its threads), from ``/proc``."""
-    with open(f"/proc/{pid}/stat") as stat:
-        # Fields after the ")" that closes the command name; utime and stime are 14 and 15.
-        fields = stat.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / _TICK
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of processes ``pids`` (all their threads), from ``/proc``."""
+    total = 0.0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                # Fields after the ")" closing the command name; utime, stime are 14 and 15.
+                fields = stat.read().rpartition(")")[2].split()
+        except FileNotFoundError:  # a worker process that came and went
+            continue
+        total += (int(fields[11]) + int(fields[12])) / _TICK
+    return total
 
 
-def build_requests(port: int, tokens: list[bytes]) -> list[bytes]:
-    """One complete ``GET /`` request per base64 token."""
-    head = f"GET / HTTP/1.1\r\nHost: localhost:{port}\r\nAuthorization: Negotiate ".encode()
-    return [head + token + b"\r\n\r\n" for token in tokens]
+def rss_bytes(pid: int) -> int:
+    """Resident set size of ``pid``."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise BenchFailure(f"no VmRSS for pid {pid}")
+
+
+def build_requests(port: int, headers: list[bytes]) -> list[bytes]:
+    """One complete ``GET /`` request per entry of ``headers`` (raw header lines)."""
+    head = f"GET / HTTP/1.1\r\nHost: localhost:{port}\r\n".encode()
+    return [head + extra + b"\r\n" for extra in headers]
+
+
+def negotiate_headers(tokens: list[bytes]) -> list[bytes]:
+    """``Authorization: Negotiate`` lines, one per base64 token."""
+    return [b"Authorization: Negotiate " + token + b"\r\n" for token in tokens]
 
 
 async def _client(
@@ -67,10 +88,10 @@ async def _client(
 
 
 async def run_round(
-    port: int, pid: int, requests: list[bytes], connections: int, expected: bytes
+    port: int, pids: list[int], requests: list[bytes], connections: int, expected: bytes
 ) -> RoundResult:
     """Send every request over ``connections`` keep-alive connections to the server
-    ``pid`` listening on ``port``.
+    (processes ``pids``) listening on ``port``.
 
     Connections are opened before the clock starts. Raises :class:`BenchFailure` if any
     answer is not ``200`` with body ``expected``.
@@ -79,11 +100,11 @@ async def run_round(
     shared = iter(requests)
     failures: list[str] = []
     try:
-        server_cpu, load_cpu = cpu_seconds(pid), time.process_time()
+        server_cpu, load_cpu = cpu_seconds(pids), time.process_time()
         start = time.perf_counter()
         await asyncio.gather(*(_client(r, w, shared, expected, failures) for r, w in streams))
         elapsed = time.perf_counter() - start
-        server_cpu = cpu_seconds(pid) - server_cpu
+        server_cpu = cpu_seconds(pids) - server_cpu
         load_cpu = time.process_time() - load_cpu
     except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as err:
         raise BenchFailure(f"connection to port {port} failed: {err!r}") from None

@@ -1,4 +1,12 @@
-"""One benchmark server: ``python -m bench.server floor|kerb KEYTAB CPU``.
+"""One benchmark server: ``python -m bench.server KIND KEYTAB CPU``.
+
+Kinds: ``floor`` (inline raw accept, no checks), ``kerb`` (tornado_kerb, fresh Negotiate
+tokens), ``plain`` (no authentication: writes the ``X-Remote-User`` request header, the
+baseline, and the backend behind Apache), ``session`` (tornado_kerb with session cookies),
+``basic`` (tornado_kerb, Basic with the result cache) and ``basic-fresh`` (Basic, every
+request proven at the KDC). All but ``floor`` and ``kerb`` take ``X-Forwarded-Proto``
+(xheaders), so the load generator can speak plain HTTP to a server that believes it is
+behind TLS (Basic and Secure cookies need that).
 
 Pins itself to ``CPU`` (``-`` for no pinning), listens on a free port of 127.0.0.1 with
 plain HTTP, prints the port on stdout once it listens, and serves until SIGTERM. SIGINT is
@@ -53,21 +61,51 @@ class KerbHandler(tornado_kerb.KerberosAuthMixin, tornado.web.RequestHandler):
         self.write(self.current_user.principal)
 
 
+class PlainHandler(tornado.web.RequestHandler):
+    """No authentication at all: the baseline (and Apache's backend, which gets the
+    user in this header from the proxy)."""
+
+    def get(self) -> None:
+        self.write(self.request.headers.get("X-Remote-User", ""))
+
+
+# A secret for the benchmark's own throwaway sessions, never a real one.
+BENCH_COOKIE_SECRET = "bench-only-cookie-secret-" + "x" * 32
+
+_KERB_SETTINGS: dict[str, dict[str, object]] = {
+    "kerb": {"basic": False},
+    "session": {"basic": False, "session": True},
+    "basic": {"basic_cache": True},
+    "basic-fresh": {},
+}
+
+
+def _quiet(handler: tornado.web.RequestHandler) -> None:
+    """No access log: 401s (the slow-KDC row's unrelated requests) would flood stderr."""
+
+
 def make_app(kind: str, keytab: str) -> tornado.web.Application:
-    """The application for ``kind`` (``floor`` or ``kerb``) serving ``GET /``."""
+    """The application for ``kind`` serving ``GET /``."""
     if kind == "floor":
         creds = gssapi.Credentials(usage="accept", store={"keytab": keytab})
         return tornado.web.Application([(r"/", FloorHandler, {"creds": creds})])
-    if kind == "kerb":
-        settings = {"keytab": keytab, "hostname": "localhost", "basic": False}
-        return tornado.web.Application([(r"/", KerbHandler)], kerberos=settings)
+    if kind == "plain":
+        return tornado.web.Application([(r"/", PlainHandler)], log_function=_quiet)
+    if kind in _KERB_SETTINGS:
+        settings = {"keytab": keytab, "hostname": "localhost", **_KERB_SETTINGS[kind]}
+        return tornado.web.Application(
+            [(r"/", KerbHandler)],
+            kerberos=settings,
+            cookie_secret=BENCH_COOKIE_SECRET,
+            log_function=_quiet,
+        )
     raise SystemExit(f"unknown server kind {kind!r}")
 
 
-async def serve(app: tornado.web.Application) -> None:
+async def serve(app: tornado.web.Application, xheaders: bool) -> None:
     """Listen, announce the port on stdout, and serve until told to stop."""
     sockets = tornado.netutil.bind_sockets(0, "127.0.0.1")
-    server = tornado.httpserver.HTTPServer(app, xheaders=False)
+    server = tornado.httpserver.HTTPServer(app, xheaders=xheaders)
     server.add_sockets(sockets)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
@@ -83,14 +121,15 @@ def main(argv: list[str]) -> None:
     if cpu != "-":
         os.sched_setaffinity(0, {int(cpu)})
     app = make_app(kind, keytab)
+    xheaders = kind not in {"floor", "kerb"}
     profile_path = os.environ.get("BENCH_PROFILE")
     if not profile_path:
-        asyncio.run(serve(app))
+        asyncio.run(serve(app, xheaders))
         return
     profiler = cProfile.Profile()
     profiler.enable()
     try:
-        asyncio.run(serve(app))
+        asyncio.run(serve(app, xheaders))
     finally:
         profiler.disable()
         profiler.dump_stats(profile_path)

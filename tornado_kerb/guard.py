@@ -20,6 +20,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, NoReturn, TypeVar
 
+import tornado.httputil
 import tornado.ioloop
 import tornado.web
 
@@ -36,7 +37,7 @@ from .errors import (
     NoCredentials,
 )
 from .negotiate import Accepted, Acceptor, parse_negotiate
-from .session import BasicCache, SessionOptions, decode_session, encode_session
+from .session import BasicCache, Session, SessionOptions, decode_session, encode_session
 from .settings import KerberosSettings
 from .user import KerberosUser, Mechanism
 
@@ -52,6 +53,7 @@ Verdict = bool | Awaitable[bool]
 # keytab rejects after the KDC accepted the password means someone answers for the KDC.
 _REFUSAL_LEVELS = {"no-credentials": logging.DEBUG, "kdc-not-trusted": logging.WARNING}
 _LOCAL_NAME_CACHE = 4096
+_VERIFIED_SESSIONS = 4096
 
 
 class KerberosGuard:
@@ -112,6 +114,8 @@ class KerberosGuard:
         self._in_flight = 0
         self._mapped = functools.lru_cache(maxsize=_LOCAL_NAME_CACHE)(self._map_local_name)
         self._session = s.session
+        # Signed cookie values that passed verification, with what they say.
+        self._verified: dict[str, Session] = {}
         self.basic_cache = BasicCache(s.basic_cache) if s.basic_cache else None
 
     @classmethod
@@ -218,15 +222,37 @@ class KerberosGuard:
         """The user of a valid session cookie, or ``None``: a cookie that is tampered,
         expired, malformed, of another realm or of a principal no longer allowed is
         ignored (and cleared), and the normal challenge follows."""
-        if opts.name not in handler.request.cookies:
+        header = handler.request.headers.get("Cookie")
+        if not header or opts.name not in header:
             return None
-        self._check_once(handler.application)
-        raw = handler.get_signed_cookie(opts.name, max_age_days=opts.max_age / 86400, min_version=2)
-        session = decode_session(raw, time.time()) if raw else None
-        if session is None or not self._may_log_in(session.principal):
-            log.info("session cookie ignored from %s", handler.request.remote_ip)
-            handler.clear_cookie(opts.name, path=opts.path)
+        # What get_signed_cookie() does, minus the http.cookies.SimpleCookie that
+        # request.cookies builds first (measured: most of a session request's cost).
+        value = tornado.httputil.parse_cookie(header).get(opts.name)
+        if value is None:
             return None
+        now = time.time()
+        # A cookie seen before skips the HMAC (half of a session request's cost); its
+        # expiry is still checked on every request.
+        session = self._verified.get(value)
+        if session is None or session.expires_at <= now:
+            app = handler.application
+            self._check_once(app)
+            raw = tornado.web.decode_signed_value(
+                app.settings["cookie_secret"],
+                opts.name,
+                value,
+                max_age_days=opts.max_age / 86400,
+                min_version=2,
+            )
+            session = decode_session(raw, now) if raw else None
+            if session is None or not self._may_log_in(session.principal):
+                self._verified.pop(value, None)
+                log.info("session cookie ignored from %s", handler.request.remote_ip)
+                handler.clear_cookie(opts.name, path=opts.path)
+                return None
+            if len(self._verified) >= _VERIFIED_SESSIONS:
+                del self._verified[next(iter(self._verified))]  # the oldest
+            self._verified[value] = session
         accepted = Accepted(session.principal, None, None, float(session.expires_at))
         return self._admit(handler, accepted, session.mechanism, fresh=False, session=True)
 
