@@ -1,0 +1,46 @@
+"""One node of a scaled-out app, for tests/test_scaling.py: ``python -m tests.node KEYTAB``.
+
+Reads the cookie secret on stdin, prints its port once it listens, serves until SIGTERM.
+Its Kerberos environment (KRB5_CONFIG, KRB5RCACHEDIR) comes from the parent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+
+import tornado.httpserver
+import tornado.netutil
+import tornado.web
+
+from tornado_kerb import KerberosAuthMixin, authenticated
+
+
+class Me(KerberosAuthMixin, tornado.web.RequestHandler):
+    @authenticated
+    def get(self) -> None:
+        user = self.current_user
+        self.write({"principal": user.principal, "from_session": user.from_session})
+
+
+async def main(keytab: str, secret: str) -> None:
+    kerberos = {
+        "keytab": keytab,
+        "hostname": "localhost",
+        "realm": "KRBTEST.COM",
+        "session": {"http": True},  # the test speaks plain HTTP to both nodes
+    }
+    app = tornado.web.Application([(r"/", Me)], kerberos=kerberos, cookie_secret=secret)
+    sockets = tornado.netutil.bind_sockets(0, "127.0.0.1")
+    server = tornado.httpserver.HTTPServer(app)
+    server.add_sockets(sockets)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    print(sockets[0].getsockname()[1], flush=True)
+    await stop.wait()
+    server.stop()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1], sys.stdin.readline().strip()))
