@@ -58,6 +58,18 @@ class Me(KerberosAuthMixin, tornado.web.RequestHandler):
         )
 
 
+class NeedsCredentials(KerberosAuthMixin, tornado.web.RequestHandler):
+    @authenticated
+    async def get(self) -> None:
+        try:
+            who = await self.run_as_user(lambda: "acted")
+        except NoCredentials:
+            if self.current_user.from_session:
+                self.kerberos_challenge()
+            raise tornado.web.HTTPError(409) from None
+        self.write(who)
+
+
 class Logout(KerberosAuthMixin, tornado.web.RequestHandler):
     def post(self) -> None:
         self.kerberos_logout()
@@ -71,7 +83,10 @@ def start(
     if "key_version" in extra:
         app_settings["key_version"] = extra.pop("key_version")
     return serve(
-        [(r"/", Me), (r"/logout", Logout)], settings(realm, **extra), https=https, **app_settings
+        [(r"/", Me), (r"/logout", Logout), (r"/act", NeedsCredentials)],
+        settings(realm, **extra),
+        https=https,
+        **app_settings,
     )
 
 
@@ -260,6 +275,28 @@ def test_logout_clears_the_cookie(serve: ServeFn, realm: Realm, tls: Any) -> Non
     (cleared,) = set_cookies(bye)
     assert cleared.key == COOKIE and cleared.value == ""
     assert cleared["expires"]  # in the past: the browser drops it
+
+
+def test_a_session_user_is_challenged_for_credentials(
+    serve: ServeFn, realm: Realm, tls: Any
+) -> None:
+    server = start(serve, realm)
+    (cookie,) = set_cookies(get(server, tls.ca, headers=negotiate()))
+    url = server.url("/act")
+    challenged = requests.get(url, cookies={COOKIE: cookie.value}, verify=tls.ca, timeout=30)
+    assert challenged.status_code == 401
+    assert challenged.headers["WWW-Authenticate"].startswith("Negotiate")
+    # The browser answers with a fresh, delegated token (and still sends the cookie).
+    fresh = requests.get(
+        url,
+        cookies={COOKIE: cookie.value},
+        headers=negotiate(delegate=True),
+        verify=tls.ca,
+        timeout=30,
+    )
+    assert (fresh.status_code, fresh.text) == (200, "acted")
+    undelegated = requests.get(url, headers=negotiate(), verify=tls.ca, timeout=30)
+    assert undelegated.status_code == 409  # no loop: a fresh login without credentials
 
 
 def test_basic_login_starts_a_session_too(serve: ServeFn, realm: Realm, tls: Any) -> None:

@@ -210,6 +210,13 @@ class KerberosGuard:
         except KerberosError as err:
             self.refuse(handler, err)
 
+    def challenge(self, handler: Handler) -> NoReturn:
+        """Answer 401 with the challenges now, whoever is logged in, and raise
+        :class:`tornado.web.Finish`: the browser logs in afresh (with a token, delegated
+        if it delegates to us), for example when a session user needs credentials."""
+        log.debug("fresh login asked of %s", handler.request.remote_ip)
+        self._answer(handler, 401)
+
     def logout(self, handler: Handler) -> None:
         """Clear the session cookie (a browser with a ticket logs in again at once,
         without a prompt: Negotiate needs none)."""

@@ -141,6 +141,12 @@ class KerberosAuthMixin(_HandlerBase):
         """
         return await self.get_kerberos_guard().run_as_user(self.current_user, fn, *args, **kwargs)
 
+    def kerberos_challenge(self) -> None:
+        """Ask for a fresh login: answer 401 with the challenges and finish (raises
+        :class:`tornado.web.Finish`). For a session user whose request needs credentials
+        (``run_as_user``): the browser answers with a new token."""
+        self.get_kerberos_guard().challenge(self)
+
     def kerberos_logout(self) -> None:
         """End the session: clear the session cookie (see the ``session`` setting).
 
