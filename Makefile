@@ -31,7 +31,9 @@ demo: export TORNADO_KERB_NO_BROWSER := 1
 demo: $(STAMP)
 	$(BIN)/python -m demo $(ARGS)
 
+# The peers (Apache's mod_auth_gssapi, asgi-gssapi) are measured where they install.
 bench: $(STAMP)
+	scripts/install-bench-peers.sh $(VENV)
 	$(BIN)/python -m bench $(ARGS)
 
 clean:

@@ -38,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import IO
 
 KINDS = ("apache", "apache-session", "asgi-gssapi")
 #: The header Apache sets from ``REMOTE_USER`` for the backend (a client's copy is removed).
@@ -314,13 +315,12 @@ def _start_apache(
     backend_cmd: list[str],
     deadline: float,
 ) -> None:
+    """Start the backend, then Apache in front of it; fill in ``peer``."""
     assert peer._tmpdir is not None
     tmpdir = peer._tmpdir
     backend_log = os.path.join(tmpdir, "backend.log")
     with open(backend_log, "wb") as log:
-        backend = subprocess.Popen(
-            _pinned(backend_cmd, cpu), stdout=subprocess.PIPE, stderr=log, env=env
-        )
+        backend = _spawn(backend_cmd, cpu, env, subprocess.PIPE, log)
     peer._procs.append(backend)
     backend_port = _read_port(backend, deadline, backend_log)
     peer.pids.append(backend.pid)
@@ -344,13 +344,7 @@ def _start_apache(
     command = [_APACHE, "-f", conf_path, "-DFOREGROUND"]
     logs = [os.path.join(tmpdir, "error.log"), os.path.join(tmpdir, "stderr.log")]
     with open(logs[1], "wb") as err:
-        apache = subprocess.Popen(
-            _pinned(command, cpu),
-            stdin=subprocess.DEVNULL,
-            stdout=err,
-            stderr=err,
-            env={**env, **kenv},
-        )
+        apache = _spawn(command, cpu, {**env, **kenv}, err, err)
     # Stop Apache before its backend.
     peer._procs.insert(0, apache)
     # The parent listens before its child serves: wait for an HTTP answer, not a connect.
@@ -416,6 +410,7 @@ def _child_pids(pid: int) -> list[int]:
 def _start_asgi(
     peer: Peer, keytab: str, env: dict[str, str], cpu: int | None, deadline: float
 ) -> None:
+    """Start uvicorn serving asgi-gssapi around a principal-writing app; fill in ``peer``."""
     assert peer._tmpdir is not None
     tmpdir = peer._tmpdir
     with open(os.path.join(tmpdir, "asgi_peer.py"), "w") as out:
@@ -441,13 +436,7 @@ def _start_asgi(
     log = os.path.join(tmpdir, "uvicorn.log")
     with open(log, "wb") as err:
         # asgi-gssapi reads its keytab from KRB5_KTNAME only: set it for this process alone.
-        proc = subprocess.Popen(
-            _pinned(command, cpu),
-            stdin=subprocess.DEVNULL,
-            stdout=err,
-            stderr=err,
-            env={**env, "KRB5_KTNAME": keytab},
-        )
+        proc = _spawn(command, cpu, {**env, "KRB5_KTNAME": keytab}, err, err)
     peer._procs.append(proc)
     _wait_http(peer.port, {"uvicorn": proc}, deadline, [log])
     peer.pids.append(proc.pid)
@@ -456,13 +445,32 @@ def _start_asgi(
 # --- shared helpers -------------------------------------------------------------------
 
 
-def _pinned(command: list[str], cpu: int | None) -> list[str]:
-    # taskset execs the command, so the PID stays the server's, and every process and
-    # thread it starts later inherits the mask (setting it afterwards would miss threads).
-    return command if cpu is None else ["taskset", "-c", str(cpu), *command]
+def _spawn(
+    command: list[str],
+    cpu: int | None,
+    env: dict[str, str],
+    stdout: int | IO[bytes],
+    stderr: int | IO[bytes],
+) -> subprocess.Popen[bytes]:
+    """Start ``command`` pinned to ``cpu`` (``None``: anywhere), in a session of its own."""
+    if cpu is not None:
+        # taskset execs the command, so the PID stays the server's, and every process and
+        # thread it starts later inherits the mask (setting it afterwards misses threads).
+        command = ["taskset", "-c", str(cpu), *command]
+    # Its own session: a Ctrl-C at the terminal reaches only the benchmark, which reports
+    # it and stops the peer (bench.server ignores SIGINT for the same reason).
+    return subprocess.Popen(
+        command,
+        stdin=subprocess.DEVNULL,
+        stdout=stdout,
+        stderr=stderr,
+        env=env,
+        start_new_session=True,
+    )
 
 
 def _free_port() -> int:
+    """A TCP port of 127.0.0.1 free right now (for servers that cannot report theirs)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
@@ -502,7 +510,9 @@ def _wait_http(
             if proc.poll() is not None:
                 raise RuntimeError(f"{name} exited with code {proc.returncode}\n" + _tail(logs))
         try:
-            http_get(port, timeout=max(0.1, deadline - time.monotonic()))
+            # Short tries: a port taken by someone else accepts but never answers, and the
+            # processes must be checked again meanwhile.
+            http_get(port, timeout=min(1.0, max(0.1, deadline - time.monotonic())))
             return
         except (OSError, http.client.HTTPException):
             if time.monotonic() >= deadline:
@@ -513,6 +523,7 @@ def _wait_http(
 
 
 def _tail(logs: list[str]) -> str:
+    """The last few kilobytes of each non-empty log, headed by its name."""
     parts = []
     for path in logs:
         try:

@@ -27,13 +27,15 @@ install_apache() {
   echo "bench peers: installing apache2 libapache2-mod-auth-gssapi"
   # The benchmark runs Apache in the foreground with a config of its own; the packaged
   # service must not start. Container images usually ship a policy-rc.d that forbids
-  # starting services (exit 101); where there is none, put one in place for the install
-  # and take it away again.
-  local policy=/usr/sbin/policy-rc.d made_policy=""
+  # starting services (exit 101); where there is none, put one in place until this
+  # script exits.
+  local policy=/usr/sbin/policy-rc.d
   if [ ! -e "$policy" ]; then
+    # Removed on any exit, Ctrl-C included: left behind, it would stop every later
+    # package on this machine from starting its service.
+    trap '$sudo rm -f '"$policy" EXIT
     printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
     $sudo chmod 755 "$policy"
-    made_policy=1
   fi
   # Debian's package lists may be empty on a fresh machine: update once, only now that
   # something is actually missing.
@@ -45,7 +47,6 @@ install_apache() {
     echo "bench peers: apt-get could not install apache2/libapache2-mod-auth-gssapi;" \
       "the Apache peers will be reported as unavailable"
   fi
-  [ -n "$made_policy" ] && $sudo rm -f "$policy"
   # Belt and braces for machines with a real init system (where policy-rc.d may not be
   # consulted): the packaged service would hold port 80 and spend CPU during the rounds.
   if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet apache2 2>/dev/null; then
