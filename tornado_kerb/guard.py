@@ -115,7 +115,9 @@ class KerberosGuard:
         self._mapped = functools.lru_cache(maxsize=_LOCAL_NAME_CACHE)(self._map_local_name)
         self._session = s.session
         # Signed cookie values that passed verification, with what they say.
-        self._verified: dict[str, Session] = {}
+        # Signed cookie values that passed verification: the session, and the user object
+        # built for it (immutable, no credentials) with the handler class it was built for.
+        self._verified: dict[str, tuple[Session, KerberosUser, type]] = {}
         self.basic_cache = BasicCache(s.basic_cache) if s.basic_cache else None
 
     @classmethod
@@ -240,28 +242,38 @@ class KerberosGuard:
         now = time.time()
         # A cookie seen before skips the HMAC (half of a session request's cost); its
         # expiry is still checked on every request.
-        session = self._verified.get(value)
-        if session is None or session.expires_at <= now:
-            app = handler.application
-            self._check_once(app)
-            raw = tornado.web.decode_signed_value(
-                app.settings["cookie_secret"],
-                opts.name,
-                value,
-                max_age_days=opts.max_age / 86400,
-                min_version=2,
-            )
-            session = decode_session(raw, now) if raw else None
-            if session is None or not self._may_log_in(session.principal):
-                self._verified.pop(value, None)
-                log.info("session cookie ignored from %s", handler.request.remote_ip)
-                handler.clear_cookie(opts.name, path=opts.path)
-                return None
-            if len(self._verified) >= _VERIFIED_SESSIONS:
-                del self._verified[next(iter(self._verified))]  # the oldest
-            self._verified[value] = session
-        accepted = Accepted(session.principal, None, None, float(session.expires_at))
-        return self._admit(handler, accepted, session.mechanism, fresh=False, session=True)
+        known = self._verified.get(value)
+        if known is not None and known[0].expires_at > now and known[2] is type(handler):
+            # Realm, principal and local name were settled when it was verified; only the
+            # handler's own authorization is asked again.
+            return self._authorize(handler, known[1], fresh=False)
+        app = handler.application
+        self._check_once(app)
+        raw = tornado.web.decode_signed_value(
+            app.settings["cookie_secret"],
+            opts.name,
+            value,
+            max_age_days=opts.max_age / 86400,
+            min_version=2,
+        )
+        session = decode_session(raw, now) if raw else None
+        if session is None or not self._may_log_in(session.principal):
+            self._verified.pop(value, None)
+            log.info("session cookie ignored from %s", handler.request.remote_ip)
+            handler.clear_cookie(opts.name, path=opts.path)
+            return None
+        user = KerberosUser(
+            session.principal,
+            session.mechanism,
+            None,
+            float(session.expires_at),
+            self._local_name_for(handler, session.principal),
+            True,
+        )
+        if len(self._verified) >= _VERIFIED_SESSIONS:
+            del self._verified[next(iter(self._verified))]  # the oldest
+        self._verified[value] = (session, user, type(handler))
+        return self._authorize(handler, user, fresh=False)
 
     def _check_once(self, app: tornado.web.Application) -> None:
         # An explicit guard meets its application only here, at the first session.
@@ -337,12 +349,10 @@ class KerberosGuard:
         mechanism: Mechanism,
         *,
         fresh: bool = True,
-        session: bool = False,
     ) -> KerberosUser | Awaitable[KerberosUser]:
         """Authorize an authenticated principal; the user, or an awaitable of it.
 
-        ``fresh``: proven just now (a session cookie may be set); ``session``: it came
-        from a session cookie."""
+        ``fresh``: proven just now (a session cookie may be set)."""
         if accepted.output_token:
             # Mutual authentication: even a 403 proves the server to the client.
             token = base64.b64encode(accepted.output_token).decode("ascii")
@@ -360,14 +370,19 @@ class KerberosGuard:
             accepted.delegated_credentials,
             accepted.expires_at,
             self._local_name_for(handler, principal),
-            session,
         )
+        return self._authorize(handler, user, fresh)
+
+    def _authorize(
+        self, handler: Handler, user: KerberosUser, fresh: bool
+    ) -> KerberosUser | Awaitable[KerberosUser]:
+        """The handler's (or a subclass's) own verdict on a user who passed the rest."""
         # A subclass's authorize() may return anything: only True lets the user in.
         verdict = bool_or_awaitable(self.authorize(user, handler))
         if verdict is True:
             return self._grant(handler, user, fresh)
         if verdict is False:
-            raise Forbidden("forbidden", principal)
+            raise Forbidden("forbidden", user.principal)
         return self._grant_later(handler, user, verdict, fresh)
 
     async def _grant_later(
