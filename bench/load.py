@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import ssl
 import time
 from collections.abc import Iterator
 
@@ -88,7 +89,12 @@ async def _client(
 
 
 async def run_round(
-    port: int, pids: list[int], requests: list[bytes], connections: int, expected: bytes
+    port: int,
+    pids: list[int],
+    requests: list[bytes],
+    connections: int,
+    expected: bytes,
+    tls: ssl.SSLContext | None = None,
 ) -> RoundResult:
     """Send every request over ``connections`` keep-alive connections to the server
     (processes ``pids``) listening on ``port``.
@@ -96,7 +102,12 @@ async def run_round(
     Connections are opened before the clock starts. Raises :class:`BenchFailure` if any
     answer is not ``200`` with body ``expected``.
     """
-    streams = [await asyncio.open_connection("127.0.0.1", port) for _ in range(connections)]
+    streams = [
+        await asyncio.open_connection(
+            "127.0.0.1", port, ssl=tls, server_hostname="localhost" if tls else None
+        )
+        for _ in range(connections)
+    ]
     shared = iter(requests)
     failures: list[str] = []
     try:

@@ -24,6 +24,7 @@ import base64
 import cProfile
 import os
 import signal
+import ssl
 import sys
 
 import gssapi
@@ -103,9 +104,15 @@ def make_app(kind: str, keytab: str) -> tornado.web.Application:
 
 
 async def serve(app: tornado.web.Application, xheaders: bool) -> None:
-    """Listen, announce the port on stdout, and serve until told to stop."""
+    """Listen, announce the port on stdout, and serve until told to stop.
+
+    With ``BENCH_TLS_CERT`` and ``BENCH_TLS_KEY`` in the environment it serves HTTPS."""
     sockets = tornado.netutil.bind_sockets(0, "127.0.0.1")
-    server = tornado.httpserver.HTTPServer(app, xheaders=xheaders)
+    tls = None
+    if os.environ.get("BENCH_TLS_CERT"):
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.load_cert_chain(os.environ["BENCH_TLS_CERT"], os.environ["BENCH_TLS_KEY"])
+    server = tornado.httpserver.HTTPServer(app, xheaders=xheaders, ssl_options=tls)
     server.add_sockets(sockets)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
@@ -121,7 +128,7 @@ def main(argv: list[str]) -> None:
     if cpu != "-":
         os.sched_setaffinity(0, {int(cpu)})
     app = make_app(kind, keytab)
-    xheaders = kind not in {"floor", "kerb"}
+    xheaders = kind not in {"floor", "kerb"} and not os.environ.get("BENCH_TLS_CERT")
     profile_path = os.environ.get("BENCH_PROFILE")
     if not profile_path:
         asyncio.run(serve(app, xheaders))
