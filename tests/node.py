@@ -7,13 +7,11 @@ Its Kerberos environment (KRB5_CONFIG, KRB5RCACHEDIR) comes from the parent.
 from __future__ import annotations
 
 import asyncio
-import signal
 import sys
 
-import tornado.httpserver
-import tornado.netutil
 import tornado.web
 
+from bench.server import serve
 from tornado_kerb import KerberosAuthMixin, authenticated
 
 
@@ -32,14 +30,7 @@ async def main(keytab: str, secret: str) -> None:
         "session": {"http": True},  # the test speaks plain HTTP to both nodes
     }
     app = tornado.web.Application([(r"/", Me)], kerberos=kerberos, cookie_secret=secret)
-    sockets = tornado.netutil.bind_sockets(0, "127.0.0.1")
-    server = tornado.httpserver.HTTPServer(app)
-    server.add_sockets(sockets)
-    stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    print(sockets[0].getsockname()[1], flush=True)
-    await stop.wait()
-    server.stop()
+    await serve(app, xheaders=False)  # the benchmark's: prints the port, stops on SIGTERM
 
 
 if __name__ == "__main__":
