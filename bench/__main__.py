@@ -70,7 +70,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="python -m bench", description=__doc__.split("\n\n")[0] if __doc__ else None
     )
     parser.add_argument("--requests", type=int, default=3000, help="requests per round (3000)")
-    parser.add_argument("--rounds", type=int, default=9, help="measured rounds per server (9)")
+    parser.add_argument("--rounds", type=int, default=15, help="measured rounds per server (15)")
     parser.add_argument("--connections", type=int, default=8, help="keep-alive connections (8)")
     parser.add_argument("--soak", type=int, default=100_000, help="soak requests (100000)")
     parser.add_argument(
