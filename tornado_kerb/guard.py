@@ -114,7 +114,6 @@ class KerberosGuard:
         self._in_flight = 0
         self._mapped = functools.lru_cache(maxsize=_LOCAL_NAME_CACHE)(self._map_local_name)
         self._session = s.session
-        # Signed cookie values that passed verification, with what they say.
         # Signed cookie values that passed verification: the session, and the user object
         # built for it (immutable, no credentials) with the handler class it was built for.
         self._verified: dict[str, tuple[Session, KerberosUser, type]] = {}
@@ -126,7 +125,7 @@ class KerberosGuard:
         built from it on first use and kept on the application."""
         raw = app.settings.get(key)
         if isinstance(raw, KerberosGuard):
-            raw.check_application(app)
+            raw._check_once(app)  # on every request: once per application, not each time
             return raw
         cached: tuple[object, KerberosGuard] | None = getattr(app, "_tornado_kerb_guard", None)
         if cached is None or cached[0] is not raw:
@@ -257,7 +256,7 @@ class KerberosGuard:
             min_version=2,
         )
         session = decode_session(raw, now) if raw else None
-        if session is None or not self._may_log_in(session.principal):
+        if session is None or self._refusal(session.principal):
             self._verified.pop(value, None)
             log.info("session cookie ignored from %s", handler.request.remote_ip)
             handler.clear_cookie(opts.name, path=opts.path)
@@ -281,12 +280,14 @@ class KerberosGuard:
             self.check_application(app)
             app._tornado_kerb_checked = True  # type: ignore[attr-defined]
 
-    def _may_log_in(self, principal: str) -> bool:
-        """The guard-wide checks: an allowed realm, an allowed principal."""
+    def _refusal(self, principal: str) -> str | None:
+        """The guard-wide checks: why ``principal`` may not log in, or ``None``."""
         realm = principal.rpartition("@")[2]
         if self.realms is not None and realm not in self.realms:
-            return False
-        return not self._check_principals or self._allowed(principal)
+            return "foreign-realm"
+        if self._check_principals and not self._allowed(principal):
+            return "forbidden"
+        return None
 
     async def run_as_user(self, user: object, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run ``fn(*args, **kwargs)`` in a worker thread acting as ``user``.
@@ -359,11 +360,9 @@ class KerberosGuard:
             handler._kerberos_mutual_token = f"Negotiate {token}"  # type: ignore[attr-defined]
             handler.add_header("WWW-Authenticate", f"Negotiate {token}")
         principal = accepted.principal
-        realm = principal.rpartition("@")[2]
-        if self.realms is not None and realm not in self.realms:
-            raise Forbidden("foreign-realm", principal)
-        if self._check_principals and not self._allowed(principal):
-            raise Forbidden("forbidden", principal)
+        refusal = self._refusal(principal)
+        if refusal:
+            raise Forbidden(refusal, principal)
         user = KerberosUser(
             principal,
             mechanism,

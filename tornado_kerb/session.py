@@ -164,6 +164,3 @@ class BasicCache:
             self._entries.move_to_end(key)
             while len(self._entries) > self._opts.entries:
                 self._entries.popitem(last=False)
-
-    def __len__(self) -> int:
-        return len(self._entries)
