@@ -33,6 +33,7 @@ import argparse
 import asyncio
 import base64
 import dataclasses
+import functools
 import os
 import signal
 import ssl
@@ -60,7 +61,8 @@ from .load import (
 
 SATURATED = 0.9  # server CPU share below which a round did not measure the server
 _ROOT = Path(__file__).resolve().parent.parent
-SCENARIOS = ("token", "cookie", "basic-cache", "basic", "slow-kdc", "soak", "peers")
+SCENARIOS = ("token", "cookie", "basic-cache", "basic", "slow-kdc", "soak", "peers", "noise")
+DEFAULT = SCENARIOS[:-1]  # "noise" (the bench against itself) on request
 FORWARDED = b"X-Forwarded-Proto: https\r\n"
 
 
@@ -69,18 +71,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench", description=__doc__.split("\n\n")[0] if __doc__ else None
     )
-    parser.add_argument("--requests", type=int, default=3000, help="requests per round (3000)")
-    parser.add_argument("--rounds", type=int, default=15, help="measured rounds per server (15)")
+    parser.add_argument("--requests", type=int, default=400, help="requests per round (400)")
+    parser.add_argument("--rounds", type=int, default=10, help="measured rounds per block (10)")
+    parser.add_argument(
+        "--blocks", type=int, default=8, help="blocks, each with fresh server processes (8)"
+    )
     parser.add_argument("--connections", type=int, default=8, help="keep-alive connections (8)")
     parser.add_argument("--soak", type=int, default=100_000, help="soak requests (100000)")
     parser.add_argument(
-        "--only", default=",".join(SCENARIOS), help=f"comma-separated rows ({','.join(SCENARIOS)})"
+        "--only", default=",".join(DEFAULT), help=f"comma-separated rows ({','.join(SCENARIOS)})"
     )
     parser.add_argument("--check", action="store_true", help="exit 1 if any target is missed")
     parser.add_argument("--profile", metavar="DIR", help="write cProfile stats of the servers")
     args = parser.parse_args(argv)
-    if min(args.requests, args.rounds, args.connections, args.soak) < 1:
-        parser.error("--requests, --rounds, --connections and --soak must be at least 1")
+    if min(args.requests, args.rounds, args.blocks, args.connections, args.soak) < 1:
+        parser.error("--requests, --rounds, --blocks, --connections, --soak: at least 1")
     args.only = [name.strip() for name in args.only.split(",") if name.strip()]
     unknown = sorted(set(args.only) - set(SCENARIOS))
     if unknown:
@@ -113,6 +118,8 @@ class Server:
     port: int
     pids: list[int]
     stop: Callable[[], None]
+    #: A ``Cookie:`` line for the peers that log in once (Apache's session).
+    cookie: bytes | None = None
 
 
 def start_server(
@@ -218,30 +225,54 @@ class Bench:
 
     async def alternate(
         self,
-        pairs: list[tuple[Server, Callable[[], list[bytes]]]],
-        rounds: int,
+        starts: list[Callable[[], Server]],
+        headers: list[Callable[[Server], list[bytes]]],
         label: str,
+        blocks: int | None = None,
     ) -> list[list[float]]:
-        """A warm-up round per server, then ``rounds`` rounds; req/s per server per round.
+        """Req/s per server per round, in ``blocks`` blocks of ``--rounds`` short rounds.
 
-        Servers take turns within a round, in reverse order every other round (A B C,
-        C B A, …): on a machine whose speed drifts, neighbours in time see the same
-        machine, and no server is always first.
+        Each block starts fresh server processes (``starts``), warms each up with one
+        round, then measures: on this machine two processes of the same server differ by
+        a few percent (memory layout), and its speed drifts within seconds, so the
+        ratios pool many short rounds over several processes. Servers take turns within
+        a round, in reverse order every other round (A B, B A, …): neighbours in time see
+        the same machine, and no server is always first.
         """
-        rates: list[list[float]] = [[] for _ in pairs]
-        for number in range(rounds + 1):
-            line = f"  {label:12} {f'round {number}' if number else 'warm-up':8}"
-            order = list(enumerate(pairs))
-            results: dict[int, RoundResult] = {}
-            for i, (server, headers) in order if number % 2 == 0 else reversed(order):
-                results[i] = await self.round(server, headers())
-            for i, (server, _) in order:
-                if number:
-                    rates[i].append(results[i].rate)
-                busy = results[i].server_busy
-                line += f"  {server.kind:12} {results[i].rate:6.0f} req/s cpu {busy:4.0%}"
-            print(line, flush=True)
+        rates: list[list[float]] = [[] for _ in starts]
+        for block in range(blocks or self.args.blocks):
+            servers = [start() for start in starts]
+            try:
+                for number in range(self.args.rounds + 1):
+                    order = list(enumerate(servers))
+                    results: dict[int, RoundResult] = {}
+                    for i, server in order if number % 2 == 0 else reversed(order):
+                        results[i] = await self.round(server, headers[i](server))
+                    if number:
+                        for i in results:
+                            rates[i].append(results[i].rate)
+                    if number in (0, self.args.rounds):
+                        self.progress(label, block, number, servers, results)
+            finally:
+                for server in servers:
+                    server.stop()
+                    self.servers.remove(server)
         return rates
+
+    def progress(
+        self,
+        label: str,
+        block: int,
+        number: int,
+        servers: list[Server],
+        results: dict[int, RoundResult],
+    ) -> None:
+        """One line per block's warm-up and last round: alive, saturated, how fast."""
+        line = f"  {label:12} block {block + 1} {f'round {number}' if number else 'warm-up':8}"
+        for i, server in enumerate(servers):
+            busy = results[i].server_busy
+            line += f"  {server.kind:12} {results[i].rate:6.0f} req/s cpu {busy:4.0%}"
+        print(line, flush=True)
 
     def ratio_row(
         self, name: str, base: str, baseline: list[float], ours: list[float], target: float
@@ -257,35 +288,44 @@ class Bench:
 
     # -- the rows ----------------------------------------------------------------------
 
+    def tokens(self, server: Server) -> list[bytes]:
+        """A round's ``Authorization`` lines: fresh tokens, made before its clock starts."""
+        return negotiate_headers(make_tokens(self.args.requests))
+
     async def token(self) -> None:
-        floor, kerb = self.start("floor"), self.start("kerb")
-        n = self.args.requests
-        rates = await self.alternate(
-            [
-                (floor, lambda: negotiate_headers(make_tokens(n))),
-                (kerb, lambda: negotiate_headers(make_tokens(n))),
-            ],
-            self.args.rounds,
-            "token",
-        )
-        self.ratio_row("fresh Negotiate token", "floor (inline accept)", *rates, 0.95)
+        starts = [lambda: self.start("floor"), lambda: self.start("kerb")]
+        floor, ours = await self.alternate(starts, [self.tokens, self.tokens], "token")
+        self.ratio_row("fresh Negotiate token", "floor (inline accept)", floor, ours, 0.95)
+
+    async def noise(self) -> None:
+        # The bench measuring itself: the same server against itself should come out 1.
+        starts = [lambda: self.start("floor"), lambda: self.start("floor")]
+        first, second = await self.alternate(starts, [self.tokens, self.tokens], "noise")
+        self.ratio_row("noise (floor vs floor)", "floor", first, second, 0.0)
 
     async def cookie_and_cache(self, rows: list[str]) -> None:
-        plain = self.start("plain")
         n = self.args.requests
         no_auth = [FORWARDED + b"X-Remote-User: " + self.principal.encode() + b"\r\n"] * n
-        pairs: list[tuple[Server, Callable[[], list[bytes]]]] = [(plain, lambda: no_auth)]
+        starts: list[Callable[[], Server]] = [lambda: self.start("plain")]
+        headers: list[Callable[[Server], list[bytes]]] = [lambda server: no_auth]
+        kinds = []
         if "cookie" in rows:
-            session = self.start("session")
-            cookie = await self.session_cookie(session)
-            pairs.append((session, lambda: [FORWARDED + cookie] * n))
+            # Every session server shares the bench's cookie_secret: one login will do.
+            first = self.start("session")
+            cookie = [FORWARDED + await self.session_cookie(first)] * n
+            first.stop()
+            self.servers.remove(first)
+            starts.append(lambda: self.start("session"))
+            headers.append(lambda server: cookie)
+            kinds.append("session")
         if "basic-cache" in rows:
-            basic = self.start("basic")
-            header = self.basic_header()
-            pairs.append((basic, lambda: [FORWARDED + header] * n))
-        rates = await self.alternate(pairs, self.args.rounds, "no-auth")
-        for (server, _), ours in zip(pairs[1:], rates[1:], strict=True):
-            if server.kind == "session":
+            basic = [FORWARDED + self.basic_header()] * n
+            starts.append(lambda: self.start("basic"))
+            headers.append(lambda server: basic)
+            kinds.append("basic")
+        rates = await self.alternate(starts, headers, "no-auth")
+        for kind, ours in zip(kinds, rates[1:], strict=True):
+            if kind == "session":
                 self.ratio_row("session cookie", "no auth", rates[0], ours, 0.90)
             else:
                 self.ratio_row("repeat Basic (cache)", "no auth", rates[0], ours, 0.85)
@@ -313,28 +353,40 @@ class Bench:
     async def basic(self) -> None:
         # Real TLS here, not X-Forwarded-Proto: under the KDC threads' GIL traffic the
         # xheaders address check (a getaddrinfo that drops the GIL) cost more than TLS.
-        fresh = self.start("basic-fresh", {**os.environ, **self.tls_env()})
-        n = max(50, self.args.requests // 10)  # two KDC round trips each: fewer requests
+        # Two KDC round trips each: fewer requests per round, and half the blocks (the
+        # raw loop is a fresh process every round anyway).
+        n = max(20, self.args.requests // 4)
         proof_rates: list[float] = []
         ours: list[float] = []
         header = [self.basic_header()] * n
-        for number in range(self.args.rounds + 1):
-            # Back to back, in alternating order, like every other row.
-            if number % 2:
-                result = await self.round(fresh, header, self.client_tls())
-                proof = await asyncio.to_thread(self.proof_loop, n)
-            else:
-                proof = await asyncio.to_thread(self.proof_loop, n)
-                result = await self.round(fresh, header, self.client_tls())
-            if number:
-                proof_rates.append(proof)
-                ours.append(result.rate)
-            print(
-                f"  {'basic':12} {f'round {number}' if number else 'warm-up':8}"
-                f"  {'raw proof':12} {proof:6.0f} /s"
-                f"  {'basic-fresh':12} {result.rate:6.0f} req/s cpu {result.server_busy:4.0%}",
-                flush=True,
-            )
+        env = {**os.environ, **self.tls_env()}
+        for block in range(max(1, self.args.blocks // 2)):
+            fresh = self.start("basic-fresh", env)
+            try:
+                for number in range(self.args.rounds + 1):
+                    # Back to back, in alternating order, like every other row; the raw
+                    # loop is a fresh process each round, the server a fresh one each block.
+                    if number % 2:
+                        result = await self.round(fresh, header, self.client_tls())
+                        proof = await asyncio.to_thread(self.proof_loop, n)
+                    else:
+                        proof = await asyncio.to_thread(self.proof_loop, n)
+                        result = await self.round(fresh, header, self.client_tls())
+                    if number:
+                        proof_rates.append(proof)
+                        ours.append(result.rate)
+                    if number in (0, self.args.rounds):
+                        print(
+                            f"  {'basic':12} block {block + 1} "
+                            f"{f'round {number}' if number else 'warm-up':8}"
+                            f"  {'raw proof':12} {proof:6.0f} /s"
+                            f"  {'basic-fresh':12} {result.rate:6.0f} req/s "
+                            f"cpu {result.server_busy:4.0%}",
+                            flush=True,
+                        )
+            finally:
+                fresh.stop()
+                self.servers.remove(fresh)
         self.ratio_row("fresh Basic", "raw password proof", proof_rates, ours, 0.90)
 
     def proof_loop(self, count: int) -> float:
@@ -419,37 +471,43 @@ class Bench:
     async def peers(self) -> None:
         from . import peers
 
-        cpu = self.server_cpu
-        n = self.args.requests
-        kerb = self.start("kerb")
-        pairs: list[tuple[Server, Callable[[], list[bytes]]]] = [
-            (kerb, lambda: negotiate_headers(make_tokens(n)))
-        ]
+        starts: list[Callable[[], Server]] = [lambda: self.start("kerb")]
+        headers: list[Callable[[Server], list[bytes]]] = [self.tokens]
+        kinds = []
         for kind in ("apache", "apache-session", "asgi-gssapi"):
             why = peers.available(kind)
             if why:
                 print(f"  peer {kind}: not measured ({why})")
                 continue
-            cpu_arg = "-" if cpu is None else str(cpu)
-            backend = [sys.executable, "-m", "bench.server", "plain", self.keytab, cpu_arg]
-            peer = peers.start_peer(kind, self.keytab, dict(os.environ), cpu, backend)
-            server = Server(kind, peer.port, peer.pids, peer.stop)
-            self.servers.append(server)
-            if peer.cookie:
-                line = b"Cookie: " + peer.cookie.encode() + b"\r\n"
-                pairs.append((server, lambda line=line: [line] * n))  # type: ignore[misc]
-            else:
-                pairs.append((server, lambda: negotiate_headers(make_tokens(n))))
-        if len(pairs) == 1:
+            starts.append(functools.partial(self.start_peer, kind))
+            headers.append(self.peer_headers)
+            kinds.append(kind)
+        if not kinds:
             return
-        rates = await self.alternate(pairs, max(3, self.args.rounds // 2), "peers")
+        rates = await self.alternate(starts, headers, "peers", blocks=max(1, self.args.blocks // 4))
         ours = statistics.median(rates[0])
-        for (server, _), theirs in zip(pairs[1:], rates[1:], strict=True):
-            what = "its session cookie" if server.kind == "apache-session" else "fresh tokens"
+        for kind, theirs in zip(kinds, rates[1:], strict=True):
+            what = "its session cookie" if kind == "apache-session" else "fresh tokens"
             ratio = statistics.median(o / t for o, t in zip(rates[0], theirs, strict=True))
             median = statistics.median(theirs)
-            text = f"{server.kind} {median:7.0f} req/s ({what}), tornado_kerb {ours:7.0f} (tokens)"
-            self.rows.append(Row(f"vs {server.kind}", text, ratio, 0.0))
+            text = f"{kind} {median:7.0f} req/s ({what}), tornado_kerb {ours:7.0f} (tokens)"
+            self.rows.append(Row(f"vs {kind}", text, ratio, 0.0))
+
+    def peer_headers(self, server: Server) -> list[bytes]:
+        """Apache's session cookie where it logged in once, else fresh tokens."""
+        return [server.cookie] * self.args.requests if server.cookie else self.tokens(server)
+
+    def start_peer(self, kind: str) -> Server:
+        """Start a peer (Apache, asgi-gssapi) with its plain Tornado backend."""
+        from . import peers
+
+        cpu_arg = "-" if self.server_cpu is None else str(self.server_cpu)
+        backend = [sys.executable, "-m", "bench.server", "plain", self.keytab, cpu_arg]
+        peer = peers.start_peer(kind, self.keytab, dict(os.environ), self.server_cpu, backend)
+        cookie = b"Cookie: " + peer.cookie.encode() + b"\r\n" if peer.cookie else None
+        server = Server(kind, peer.port, peer.pids, peer.stop, cookie)
+        self.servers.append(server)
+        return server
 
 
 async def _one(port: int, request: bytes) -> bytes:
@@ -492,6 +550,7 @@ async def run(bench: Bench) -> None:
         ("slow-kdc", bench.slow_kdc),
         ("soak", bench.soak),
         ("peers", bench.peers),
+        ("noise", bench.noise),
     ]
     for name, step in steps:
         if name in only or (name == "cookie" and "basic-cache" in only):
@@ -522,7 +581,8 @@ def main(argv: list[str] | None = None) -> int:
             else "NO CPU pinning (only one CPU available)"
         )
         print(
-            f"tornado_kerb benchmark: N={args.requests} requests x {args.rounds} rounds, "
+            f"tornado_kerb benchmark: {args.blocks} blocks x {args.rounds} rounds x "
+            f"{args.requests} requests, "
             f"{args.connections} connections, {pinning}; rows: {', '.join(args.only)}",
             flush=True,
         )
