@@ -318,19 +318,36 @@ class KerberosGuard:
         returns, so a hanging KDC cannot pile up threads without bound.
         """
         self._take_kdc_slot()
+        loop = asyncio.get_running_loop()
+        outcome: asyncio.Future[Accepted] = loop.create_future()
         try:
-            pending = tornado.ioloop.IOLoop.current().run_in_executor(
-                self.executor, prove_password, principal, password, self.acceptor
-            )
+            work = self.executor.submit(prove_password, principal, password, self.acceptor)
         except RuntimeError:  # the executor was shut down: close() was called
-            self._release_kdc_slot(None)
+            self._release_kdc_slot()
             raise KDCUnavailable("closed", "the guard was closed") from None
-        pending.add_done_callback(self._release_kdc_slot)
-        timeout = self.settings.kdc_timeout
+        # One future, one timer and one wake-up of the loop per login (run_in_executor,
+        # shield and wait_for cost three more turns of the loop: measured, on the IOLoop
+        # thread that every other request needs).
+        work.add_done_callback(functools.partial(self._proven, loop, outcome))
+        timer = loop.call_later(self.settings.kdc_timeout, _expire, outcome, self.settings)
         try:
-            return await asyncio.wait_for(asyncio.shield(pending), timeout)
-        except asyncio.TimeoutError:
-            raise KDCUnavailable("kdc-timeout", f"no answer within {timeout:g} s") from None
+            return await outcome
+        finally:
+            timer.cancel()
+
+    def _proven(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        outcome: asyncio.Future[Accepted],
+        work: concurrent.futures.Future[Accepted],
+    ) -> None:
+        # In the KDC thread, as libkrb5 returns (or at once for a login cancelled by
+        # close()): only now is the slot free again.
+        self._release_kdc_slot()
+        try:
+            loop.call_soon_threadsafe(_settle, outcome, work)
+        except RuntimeError:  # the loop is gone: nobody waits for this login any more
+            pass
 
     async def _basic(self, handler: Handler, principal: str, password: str) -> KerberosUser:
         try:
@@ -458,9 +475,7 @@ class KerberosGuard:
                 raise KDCUnavailable("kdc-busy", "too many Basic logins waiting")
             self._in_flight += 1
 
-    def _release_kdc_slot(self, done: asyncio.Future[Accepted] | None) -> None:
-        if done is not None and not done.cancelled():
-            done.exception()  # retrieved: a login given up on must not log "never retrieved"
+    def _release_kdc_slot(self) -> None:
         with self._lock:
             self._in_flight -= 1
 
@@ -534,6 +549,24 @@ def bool_or_awaitable(value: object) -> Verdict:
         return value
     # Fail closed: only True lets a user in (None from a hook that forgot to return).
     return False
+
+
+def _settle(outcome: asyncio.Future[Accepted], work: concurrent.futures.Future[Accepted]) -> None:
+    # On the IOLoop: hand the KDC thread's result to the waiting login, unless it timed out.
+    if outcome.done():
+        return
+    if work.cancelled():
+        outcome.set_exception(KDCUnavailable("closed", "the guard was closed"))
+    elif (err := work.exception()) is not None:
+        outcome.set_exception(err)
+    else:
+        outcome.set_result(work.result())
+
+
+def _expire(outcome: asyncio.Future[Accepted], settings: KerberosSettings) -> None:
+    if not outcome.done():
+        timeout = settings.kdc_timeout
+        outcome.set_exception(KDCUnavailable("kdc-timeout", f"no answer within {timeout:g} s"))
 
 
 def _text(handler: Handler, line: str) -> None:
