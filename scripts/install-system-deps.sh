@@ -19,6 +19,11 @@ have make         || need+=(make)
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
 [ -e /usr/lib/x86_64-linux-gnu/libpq.so.5 ] || ldconfig -p 2>/dev/null | grep -q "libpq\.so\.5" \
   || need+=(libpq5)
+# Constrained delegation (S4U2Proxy) needs MIT's LDAP database back end: the tests and
+# the demo run a private slapd on a unix socket (never the system service).
+have slapd        || need+=(slapd)
+have ldapmodify   || need+=(ldap-utils)
+[ -x /usr/sbin/kdb5_ldap_util ] || need+=(krb5-kdc-ldap)
 # gssapi and krb5 compile against Python's headers, and make creates a venv.
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 [ -f "$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["include"])')/Python.h" ] \
