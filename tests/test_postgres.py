@@ -12,7 +12,7 @@ import tornado.web
 
 from tests.clients import DELEGATE, MUTUAL, negotiate_header, spnego_token
 from tests.conftest import Realm, ServeFn, User
-from tornado_kerb import KerberosAuthMixin, NoCredentials, authenticated
+from tornado_kerb import DelegationRefused, KerberosAuthMixin, NoCredentials, authenticated
 from tornado_kerb.testing.postgres import ThrowawayPostgres
 
 
@@ -94,3 +94,37 @@ def test_without_delegation_the_app_gets_our_exception(
     header = {"Authorization": negotiate_header(spnego_token(flags=MUTUAL))}
     response = requests.get(server.url("/db"), headers=header, timeout=60)
     assert response.status_code == 409
+
+
+class Reach(KerberosAuthMixin, tornado.web.RequestHandler):
+    def initialize(self, postgres: ThrowawayPostgres) -> None:
+        self.postgres = postgres
+
+    @authenticated
+    async def get(self) -> None:
+        conninfo = self.postgres.conninfo(self.current_user.username)
+        try:
+            await self.run_as_user(db_identity, conninfo, delegate_to="postgres@localhost")
+        except DelegationRefused as err:
+            self.set_status(502)
+            self.write({"kind": self.current_user.credential_kind, "why": str(err)})
+
+
+def test_constrained_delegation_on_a_db2_kdc_fails_at_use_saying_why(
+    serve: ServeFn, realm: Realm, postgres: ThrowawayPostgres, tmp_path: Any
+) -> None:
+    # MIT's default back end cannot do S4U2Proxy: the login still works, the first use
+    # says so (the LDAP-backed KDC that can is in test_delegation.py).
+    settings = {"keytab": realm.keytab, "hostname": "localhost", "s4u2proxy": True}
+    server = serve([(r"/db", Reach, {"postgres": postgres})], settings)
+    # A cache of its own: a ticket to us cached before another test rotated our key
+    # would be evidence the KDC cannot even decrypt (a different error).
+    ccache = str(tmp_path / "ccache")
+    realm.k5.kinit(realm.user, realm.password, flags=["-f", "-c", ccache])
+    header = {"Authorization": negotiate_header(spnego_token(ccache=ccache, flags=MUTUAL))}
+    response = requests.get(server.url("/db"), headers=header, timeout=60)
+    assert response.status_code == 502, response.text
+    assert response.json()["kind"] == "constrained"
+    why = response.json()["why"]
+    assert why.startswith("cannot act as the user towards postgres@localhost")
+    assert "DB2 back end cannot do constrained delegation" in why

@@ -3,6 +3,7 @@
 from .errors import (
     AuthenticationFailed,
     ConfigurationError,
+    DelegationRefused,
     Forbidden,
     KDCUnavailable,
     KerberosError,
@@ -21,6 +22,7 @@ __version__ = "0.2.0"
 __all__ = [
     "AuthenticationFailed",
     "ConfigurationError",
+    "DelegationRefused",
     "Forbidden",
     "KDCUnavailable",
     "KerberosAuthMixin",

@@ -101,4 +101,4 @@ def prove_password(principal: str, password: str, acceptor: Acceptor) -> Accepte
     except AuthenticationFailed as err:
         raise AuthenticationFailed("kdc-not-trusted", err.detail) from None
     expires = time.time() + lifetime if lifetime else accepted.expires_at
-    return Accepted(accepted.principal, None, creds, expires)
+    return Accepted(accepted.principal, None, creds, expires, "password")

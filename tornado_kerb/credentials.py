@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 import gssapi
@@ -23,9 +23,9 @@ import krb5
 from gssapi.raw.misc import GSSError
 
 from ._gss import describe
-from .errors import NoCredentials
+from .errors import DelegationRefused, NoCredentials
 
-__all__ = ["acting_as", "call_as"]
+__all__ = ["acting_as", "call_as", "reach"]
 
 T = TypeVar("T")
 
@@ -60,9 +60,24 @@ def acting_as(creds: gssapi.Credentials) -> Iterator[str]:
         _destroy(name)
 
 
-def call_as(creds: gssapi.Credentials, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """``fn(*args, **kwargs)`` with ``creds`` as this thread's default credentials."""
+def call_as(
+    creds: gssapi.Credentials,
+    fn: Callable[..., T],
+    *args: Any,
+    delegate_to: Iterable[str] = (),
+    **kwargs: Any,
+) -> T:
+    """``fn(*args, **kwargs)`` with ``creds`` as this thread's default credentials.
+
+    Before ``fn`` runs, a ticket to each service of ``delegate_to`` is fetched as the
+    user (``"postgres@db.example.com"`` or ``"postgres/db.example.com@REALM"``) and kept
+    in the user's cache for ``fn``; a service the KDC will not let us reach as the user
+    raises :class:`~tornado_kerb.DelegationRefused` naming it, instead of an error from
+    deep inside whatever client library ``fn`` uses.
+    """
     with acting_as(creds):
+        for target in delegate_to:
+            reach(target)
         result = fn(*args, **kwargs)
     if inspect.isawaitable(result):
         # It would run later, elsewhere, with whatever credentials that thread has.
@@ -71,6 +86,35 @@ def call_as(creds: gssapi.Credentials, fn: Callable[..., T], *args: Any, **kwarg
             close()
         raise TypeError(f"{fn!r} returned an awaitable: acting as a user needs a plain function")
     return result
+
+
+def reach(target: str) -> None:
+    """Get a ticket to ``target`` with this thread's default credentials (cached there),
+    or raise :class:`~tornado_kerb.DelegationRefused` saying why not."""
+    if "/" in target or "@" not in target:
+        name = gssapi.Name(target, gssapi.NameType.kerberos_principal)
+    else:
+        name = gssapi.Name(target, gssapi.NameType.hostbased_service)
+    try:
+        gssapi.SecurityContext(name=name, usage="initiate", mech=gssapi.MechType.kerberos).step()
+    except GSSError as err:
+        raise DelegationRefused(target, _why(err)) from None
+
+
+def _why(err: GSSError) -> str:
+    text = describe(err)
+    if "fulfill requested option" in text or "KDC_ERR_BADOPTION" in text:
+        # What MIT, AD and FreeIPA all answer when constrained delegation is refused.
+        return (
+            "the KDC refused constrained delegation (KDC_ERR_BADOPTION). Either this "
+            "service may not delegate to that target (Active Directory: "
+            "msDS-AllowedToDelegateTo; FreeIPA: a servicedelegationrule; MIT: "
+            "krbAllowedToDelegateTo, LDAP back end only: MIT's default DB2 back end "
+            "cannot do constrained delegation at all), or the user's ticket is not "
+            "forwardable (for session users: protocol transition is not allowed, e.g. "
+            "MIT's ok_to_auth_as_delegate)"
+        )
+    return text
 
 
 def _destroy(name: str) -> None:

@@ -53,5 +53,15 @@ class NoCredentials(KerberosError):
     """There are no credentials to act as the user: the client delegated none."""
 
 
+class DelegationRefused(NoCredentials):
+    """The KDC would not give us a ticket to ``target`` as the user (constrained
+    delegation refused, or credentials that cannot reach it)."""
+
+    def __init__(self, target: str, why: str) -> None:
+        super().__init__(f"cannot act as the user towards {target}: {why}")
+        self.target = target
+        self.why = why
+
+
 class LocalNameError(KerberosError):
     """krb5 could not map a principal to a local name (a broken ``auth_to_local`` rule)."""

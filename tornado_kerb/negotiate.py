@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import threading
 import time
 from typing import NamedTuple
@@ -15,10 +16,11 @@ import gssapi
 import gssapi.raw
 from gssapi.raw.misc import GSSError
 
-from ._gss import keytab_error, translate
+from ._gss import describe, keytab_error, translate
 from ._header import decode_base64
-from .errors import AuthenticationFailed, KeytabError
+from .errors import AuthenticationFailed, DelegationRefused, KeytabError, NoCredentials
 from .keytab import default_keytab, file_problem, inspect_keytab, keytab_path
+from .user import CredentialKind
 
 __all__ = ["Accepted", "Acceptor", "parse_negotiate"]
 
@@ -26,6 +28,8 @@ log = logging.getLogger(__name__)
 
 # An NTLMSSP message inside Negotiate: Windows falls back to it when it has no ticket.
 _NTLM_SIGNATURE = b"NTLMSSP\x00"
+# GSS_KRB5_GET_CRED_IMPERSONATOR: whom constrained-delegation credentials act for us.
+_IMPERSONATOR = gssapi.OID.from_int_seq("1.2.840.113554.1.2.2.5.14")
 
 
 def parse_negotiate(credentials: str) -> bytes:
@@ -46,6 +50,8 @@ class Accepted(NamedTuple):
     output_token: bytes | None
     delegated_credentials: gssapi.Credentials | None
     expires_at: float | None
+    #: What ``delegated_credentials`` hold (see :class:`~tornado_kerb.KerberosUser`).
+    credential_kind: CredentialKind = "none"
 
 
 class Acceptor:
@@ -57,8 +63,17 @@ class Acceptor:
     :class:`~tornado_kerb.KeytabError` and is tried again on the next call.
     """
 
-    def __init__(self, keytab: str | None, service: str = "HTTP", hostname: str | None = None):
+    def __init__(
+        self,
+        keytab: str | None,
+        service: str = "HTTP",
+        hostname: str | None = None,
+        *,
+        s4u2proxy: bool = False,
+    ):
         self.keytab = keytab or default_keytab()
+        #: Credentials that can also initiate as our service: constrained delegation.
+        self.s4u2proxy = s4u2proxy
         #: The keytab's file name (``FILE:`` stripped), or ``None`` for non-file keytabs.
         self.path = keytab_path(self.keytab)
         self._service = service
@@ -105,14 +120,32 @@ class Acceptor:
         except UnicodeDecodeError:
             # Replacing bad bytes could make two principals look alike: refuse instead.
             raise AuthenticationFailed("bad-name", "principal is not UTF-8") from None
-        delegated = (
-            gssapi.Credentials(base=result.delegated_creds)
-            if result.delegated_creds is not None
+        delegated = None
+        kind: CredentialKind = "none"
+        if (
+            result.delegated_creds is not None
             and int(result.flags) & gssapi.RequirementFlag.delegate_to_peer
-            else None
-        )
+        ):
+            delegated = gssapi.Credentials(base=result.delegated_creds)
+            kind = "forwarded"
+            # With initiating credentials MIT hands back S4U2Proxy evidence when the client
+            # forwarded nothing, and sets the delegate flag on it too: only the
+            # impersonator (us) tells the two apart.
+            if self.s4u2proxy and gssapi.raw.inquire_cred_by_oid(delegated, _IMPERSONATOR):
+                kind = "constrained"
         expires = time.time() + result.lifetime if result.lifetime else None
-        return Accepted(principal, result.token, delegated, expires)
+        return Accepted(principal, result.token, delegated, expires, kind)
+
+    def impersonate(self, principal: str) -> gssapi.Credentials:
+        """Credentials to act as ``principal`` without a ticket from them (S4U2Self, then
+        S4U2Proxy at use). Blocks on the KDC: call it in a worker thread."""
+        if not self.s4u2proxy:
+            raise NoCredentials("impersonation needs the s4u2proxy setting")
+        user = gssapi.Name(principal, gssapi.NameType.kerberos_principal)
+        try:
+            return self.credentials().impersonate(user, usage="initiate")
+        except GSSError as err:
+            raise DelegationRefused(f"{principal} (S4U2Self)", describe(err)) from None
 
     def _check_still_readable(self) -> None:
         # A keytab removed or made unreadable after start-up fails every accept: say so
@@ -126,9 +159,22 @@ class Acceptor:
         # Check first: krb5's own errors for a bad keytab name no file and no principal.
         self._principal = inspect_keytab(self.keytab).check(self._service, self._hostname)
         try:
-            creds = gssapi.Credentials(
-                name=self._name, usage="accept", store={"keytab": self.keytab}
-            )
+            if self.s4u2proxy:
+                # Also an initiator, as our own principal: its TGT comes from the keytab
+                # into a private memory cache, never the process's default one.
+                creds = gssapi.Credentials(
+                    name=gssapi.Name(self._principal, gssapi.NameType.kerberos_principal),
+                    usage="both",
+                    store={
+                        "keytab": self.keytab,
+                        "client_keytab": self.keytab,
+                        "ccache": f"MEMORY:tornado_kerb-s4u-{secrets.token_hex(16)}",
+                    },
+                )
+            else:
+                creds = gssapi.Credentials(
+                    name=self._name, usage="accept", store={"keytab": self.keytab}
+                )
         except GSSError as err:
             raise keytab_error(self.keytab, err) from None
         log.info("acceptor credentials acquired from keytab %s", self.keytab)

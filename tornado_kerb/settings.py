@@ -60,6 +60,10 @@ class KerberosSettings:
     basic_cache: BasicCacheOptions | None = None
     #: Seconds a Basic login may take at the KDC before the answer is 503.
     kdc_timeout: float = 15.0
+    #: Constrained delegation: act as users whose client delegated nothing (S4U2Proxy),
+    #: towards the services the KDC allows, and as session users (S4U2Self, where the
+    #: KDC allows protocol transition). Needs a KDC that does it (AD, FreeIPA, MIT LDAP).
+    s4u2proxy: bool = False
 
     def __post_init__(self) -> None:
         # Frozen: normalised values go in with object.__setattr__, once, here.
@@ -71,6 +75,7 @@ class KerberosSettings:
         put("hostname", _name("hostname", self.hostname, optional=True))
         put("realm", _name("realm", self.realm, optional=True))
         _flag("basic", self.basic)
+        _flag("s4u2proxy", self.s4u2proxy)
         _count("kdc_workers", self.kdc_workers, minimum=1)
         _count("kdc_queue", self.kdc_queue, minimum=0)
         _count("retry_after", self.retry_after, minimum=1)

@@ -10,6 +10,9 @@ import gssapi
 __all__ = ["KerberosUser"]
 
 Mechanism = Literal["negotiate", "basic"]
+#: What ``delegated_credentials`` hold: a TGT the client forwarded, the evidence for
+#: constrained delegation (S4U2Proxy), a TGT from a Basic password, or nothing.
+CredentialKind = Literal["forwarded", "constrained", "password", "none"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +42,11 @@ class KerberosUser:
     #: The login came from a session cookie, not from this request: there are no
     #: credentials to act with (``run_as_user`` needs a request with a fresh login).
     from_session: bool = False
+    #: What ``delegated_credentials`` hold: ``"forwarded"`` (the client delegated its
+    #: TGT: any service), ``"constrained"`` (S4U2Proxy: only the services the KDC allows
+    #: us), ``"password"`` (a Basic login's TGT) or ``"none"``. Reads ``"none"`` once the
+    #: request has finished and the credentials are dropped.
+    credential_kind: CredentialKind = dataclasses.field(default="none", compare=False)
 
     def __post_init__(self) -> None:
         if not self.username:
@@ -55,3 +63,4 @@ class KerberosUser:
         # The user object may outlive its request (an app keeps it somewhere): the
         # credentials must not, so the guard drops them when the request finishes.
         object.__setattr__(self, "delegated_credentials", None)
+        object.__setattr__(self, "credential_kind", "none")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import tornado.web
@@ -124,13 +124,23 @@ class KerberosAuthMixin(_HandlerBase):
 
     kerberos_local_name._tornado_kerb_default = True  # type: ignore[attr-defined]
 
-    async def run_as_user(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    async def run_as_user(
+        self,
+        fn: Callable[..., T],
+        /,
+        *args: Any,
+        delegate_to: str | Iterable[str] = (),
+        **kwargs: Any,
+    ) -> T:
         """Run ``fn(*args, **kwargs)`` in a worker thread, acting as the current user.
 
         Inside ``fn``, the user's credentials are the thread's default Kerberos
         credentials, so GSSAPI clients (libpq, requests-gssapi, …) act as the user; no
         other thread or request sees them. Raises :class:`~tornado_kerb.NoCredentials`
-        when there are none (the client did not delegate)::
+        when there are none (the client did not delegate, and constrained delegation, the
+        ``s4u2proxy`` setting, is off); ``delegate_to`` names the services ``fn`` reaches,
+        so that a refusal raises :class:`~tornado_kerb.DelegationRefused` naming one
+        (see :meth:`KerberosGuard.run_as_user`)::
 
             def whoami_in_db(user):
                 with psycopg.connect(host="db.example.com", user=user, dbname="app",
@@ -139,7 +149,10 @@ class KerberosAuthMixin(_HandlerBase):
 
             db_user = await self.run_as_user(whoami_in_db, self.current_user.username)
         """
-        return await self.get_kerberos_guard().run_as_user(self.current_user, fn, *args, **kwargs)
+        guard = self.get_kerberos_guard()
+        return await guard.run_as_user(
+            self.current_user, fn, *args, delegate_to=delegate_to, **kwargs
+        )
 
     def kerberos_challenge(self) -> None:
         """Ask for a fresh login: answer 401 with the challenges and finish (raises

@@ -1,0 +1,227 @@
+"""Constrained delegation (S4U2Proxy, S4U2Self) against a real LDAP-backed MIT KDC and a
+real PostgreSQL: acting as users whose client delegated nothing.
+
+MIT's default DB2 back end cannot do constrained delegation; its refusal is tested in
+``test_postgres.py``, against the suite's main realm.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+import tornado.web
+
+from tests.clients import DELEGATE, MUTUAL, negotiate_header, spnego_token
+from tests.conftest import AUTH_TO_LOCAL, ServeFn
+from tests.test_postgres import db_identity
+from tornado_kerb import DelegationRefused, KerberosAuthMixin, NoCredentials, authenticated
+from tornado_kerb.testing.ldap import LDAPRealm, ldap_available, start_ldap_realm
+from tornado_kerb.testing.postgres import ThrowawayPostgres
+
+if (_reason := ldap_available()) is not None:
+    # A core path: missing packages fail the run unless skipping is asked for by name.
+    if os.environ.get("TORNADO_KERB_NO_LDAP") != "1":
+        raise RuntimeError(
+            f"{_reason} (scripts/install-system-deps.sh installs them; "
+            "TORNADO_KERB_NO_LDAP=1 skips these tests)"
+        )
+    pytest.skip(_reason, allow_module_level=True)
+
+COOKIE_SECRET = "test-only-cookie-secret-" + "d" * 32
+
+
+@dataclasses.dataclass
+class Domain:
+    """An LDAP-backed realm where HTTP/localhost may act as users towards PostgreSQL."""
+
+    realm: LDAPRealm
+    keytab: str
+    postgres: ThrowawayPostgres
+    alice_ccache: str
+
+    def settings(self, **extra: Any) -> dict[str, Any]:
+        return {
+            "keytab": self.keytab,
+            "hostname": "localhost",
+            "realm": self.realm.realm,
+            "s4u2proxy": True,
+            **extra,
+        }
+
+
+@pytest.fixture(scope="module")
+def domain() -> Iterator[Domain]:
+    """One LDAP realm and one PostgreSQL for the module; their environment meanwhile."""
+    saved = dict(os.environ)  # the session realm's, if it started first: put it back
+    realm = postgres = None
+    try:
+        realm = start_ldap_realm(
+            krb5_conf={
+                "libdefaults": {"forwardable": "true"},
+                "realms": {"$realm": {"auth_to_local": AUTH_TO_LOCAL}},
+            }
+        )
+        os.environ.update(realm.k5.env)
+        k5 = realm.k5
+        keytab = os.path.join(k5.tmpdir, "http.keytab")
+        k5.addprinc("HTTP/localhost")
+        k5.extract_keytab("HTTP/localhost", keytab)
+        k5.addprinc("ldap/localhost")  # a service we may NOT delegate to
+        alice = f"alice@{realm.realm}"
+        k5.addprinc(alice, k5.password("alice"))
+        alice_ccache = os.path.join(k5.tmpdir, "ccache.alice")
+        k5.kinit(alice, k5.password("alice"), flags=["-f", "-c", alice_ccache])
+        postgres = ThrowawayPostgres(k5, ["user", "alice"])
+        realm.allow_delegation("HTTP/localhost", ["postgres/localhost"])
+        realm.allow_protocol_transition("HTTP/localhost")
+        yield Domain(realm, keytab, postgres, alice_ccache)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        if postgres is not None:
+            postgres.stop()
+        if realm is not None:
+            realm.stop()
+
+
+class Database(KerberosAuthMixin, tornado.web.RequestHandler):
+    """Connects as the user to ``target`` (a GSS service name) and says how it went."""
+
+    def initialize(self, domain: Domain, target: str = "postgres@localhost") -> None:
+        self.domain = domain
+        self.target = target
+
+    @authenticated
+    async def get(self) -> None:
+        user = self.current_user
+        answer: dict[str, Any] = {
+            "credential_kind": user.credential_kind,
+            "from_session": user.from_session,
+        }
+        conninfo = self.domain.postgres.conninfo(user.username)
+        try:
+            answer.update(await self.run_as_user(db_identity, conninfo, delegate_to=self.target))
+        except DelegationRefused as err:
+            self.set_status(502)
+            answer.update(refused=err.target, why=str(err))
+        except NoCredentials as err:
+            self.set_status(409)
+            answer.update(error=str(err))
+        self.write(answer)
+
+
+def start(
+    serve: ServeFn,
+    domain: Domain,
+    target: str = "postgres@localhost",
+    https: bool = False,
+    **extra: Any,
+) -> Any:
+    handler_args = {"domain": domain, "target": target}
+    return serve(
+        [(r"/db", Database, handler_args)],
+        domain.settings(**extra),
+        https=https,
+        cookie_secret=COOKIE_SECRET,
+    )
+
+
+def no_delegation(ccache: str | None = None) -> dict[str, str]:
+    """What a browser sends by default: a ticket to us, nothing forwarded."""
+    return {"Authorization": negotiate_header(spnego_token(ccache=ccache, flags=MUTUAL))}
+
+
+def test_a_client_that_did_not_delegate_reaches_postgres_as_itself(
+    serve: ServeFn, domain: Domain
+) -> None:
+    server = start(serve, domain)
+    response = requests.get(server.url("/db"), headers=no_delegation(), timeout=60)
+    assert response.status_code == 200, response.text
+    assert response.json() == {
+        "credential_kind": "constrained",
+        "from_session": False,
+        "db_user": "user",
+        "principal": domain.realm.k5.user_princ,
+        "encrypted": True,
+    }
+
+
+def test_a_client_that_delegated_says_so(serve: ServeFn, domain: Domain) -> None:
+    server = start(serve, domain)
+    header = {"Authorization": negotiate_header(spnego_token(flags=MUTUAL | DELEGATE))}
+    response = requests.get(server.url("/db"), headers=header, timeout=60)
+    assert response.status_code == 200, response.text
+    assert response.json()["credential_kind"] == "forwarded"
+    assert response.json()["db_user"] == "user"
+
+
+def test_a_basic_login_acts_with_the_password_s_own_ticket(
+    serve: ServeFn, domain: Domain, tls: Any
+) -> None:
+    server = start(serve, domain, https=True)
+    password = domain.realm.k5.password("user")
+    response = requests.get(server.url("/db"), auth=("user", password), verify=tls.ca, timeout=60)
+    assert response.status_code == 200, response.text
+    assert response.json()["credential_kind"] == "password"
+    assert response.json()["db_user"] == "user"
+
+
+def test_a_session_cookie_user_is_impersonated_by_protocol_transition(
+    serve: ServeFn, domain: Domain
+) -> None:
+    server = start(serve, domain, session={"http": True})
+    with requests.Session() as browser:
+        first = browser.get(server.url("/db"), headers=no_delegation(), timeout=60)
+        assert first.status_code == 200, first.text
+        assert "tornado_kerb_session" in browser.cookies
+        second = browser.get(server.url("/db"), timeout=60)  # the cookie alone
+    assert second.status_code == 200, second.text
+    assert second.json()["from_session"] is True
+    assert second.json()["credential_kind"] == "none"  # nothing came with the request...
+    assert second.json()["db_user"] == "user"  # ...and yet: S4U2Self, then S4U2Proxy
+
+
+def test_a_target_outside_the_kdc_acl_fails_with_our_error_naming_it(
+    serve: ServeFn, domain: Domain
+) -> None:
+    server = start(serve, domain, target="ldap@localhost")
+    response = requests.get(server.url("/db"), headers=no_delegation(), timeout=60)
+    assert response.status_code == 502, response.text
+    body = response.json()
+    assert body["refused"] == "ldap@localhost"
+    assert "KDC_ERR_BADOPTION" in body["why"]
+    assert "krbAllowedToDelegateTo" in body["why"]
+    assert "Traceback" not in body["why"]
+
+
+def test_two_users_concurrently_stay_apart(serve: ServeFn, domain: Domain) -> None:
+    server = start(serve, domain)
+    user = domain.realm.k5.user_princ
+    alice = f"alice@{domain.realm.realm}"
+    who = [(user, None), (alice, domain.alice_ccache)] * 12
+    headers = [no_delegation(ccache) for _, ccache in who]
+
+    def fetch(header: dict[str, str]) -> requests.Response:
+        return requests.get(server.url("/db"), headers=header, timeout=60)
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        responses = list(pool.map(fetch, headers))
+    for (principal, _), response in zip(who, responses, strict=True):
+        assert response.status_code == 200, response.text
+        assert response.json()["principal"] == principal
+        assert response.json()["db_user"] == principal.partition("@")[0]
+        assert response.json()["credential_kind"] == "constrained"
+
+
+def test_with_s4u2proxy_off_there_are_no_credentials(serve: ServeFn, domain: Domain) -> None:
+    server = start(serve, domain, s4u2proxy=False)
+    response = requests.get(server.url("/db"), headers=no_delegation(), timeout=60)
+    assert response.status_code == 409, response.text
+    assert response.json()["credential_kind"] == "none"
+    assert "s4u2proxy" in response.json()["error"]
