@@ -4,7 +4,9 @@ Run it with ``make demo`` or ``python -m demo``. With no options it starts a thr
 realm (a KDC, ``HTTP/localhost``, the user ``alice`` with a ticket), makes development
 certificates if ``certs/`` has none, serves HTTPS (Negotiate and Basic) and plain HTTP
 (Negotiate only) on localhost, and prints what to paste into a terminal to log in with
-curl or Firefox. Ctrl-C stops the server and the KDC and removes the realm.
+curl or Firefox. Ctrl-C stops the server and the KDC and removes the realm. Where slapd
+is installed the realm keeps its database in a private OpenLDAP and lets the demo act as
+users towards its PostgreSQL without their browser delegating (constrained delegation).
 
 With ``--keytab`` (and usually ``--hostname``, ``--realm``, ``--cert``, ``--key``) it
 serves your real realm instead and starts no KDC. ``python -m demo --help`` lists all
@@ -20,6 +22,7 @@ import signal
 import ssl
 import subprocess
 import sys
+from typing import Any
 
 import tornado.httpserver
 import tornado.netutil
@@ -45,6 +48,13 @@ define(
     "db_host", default=None, help="with --keytab: PostgreSQL host that /db logs in to as the user"
 )
 define("db_name", default="postgres", help="with --db_host: database name")
+define(
+    "s4u2proxy",
+    default=False,
+    type=bool,
+    help="with --keytab: act as users who did not delegate (constrained delegation, "
+    "if your KDC allows this service)",
+)
 define(
     "backend",
     default=None,
@@ -120,11 +130,14 @@ def recipe(host: str, https: str, http: str, ca: str | None, realm: DemoRealm | 
 
 async def serve(realm: DemoRealm | None) -> None:
     hostname = options.hostname or "localhost"
-    kerberos = {
+    kerberos: dict[str, Any] = {
         "keytab": realm.keytab if realm else options.keytab,
         "hostname": hostname,
         "realm": REALM if realm else options.realm,
+        "s4u2proxy": realm.delegation if realm else options.s4u2proxy,
     }
+    if realm and not realm.delegation:
+        print(f"note: no constrained delegation ({realm.no_delegation})", file=sys.stderr)
     guard = KerberosGuard(kerberos)  # a typo fails here, not at the first request
     report = inspect_keytab(kerberos["keytab"])
     try:

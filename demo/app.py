@@ -11,9 +11,16 @@ import gssapi
 import psycopg
 import tornado.ioloop
 import tornado.web
+from gssapi.raw.misc import GSSError
 
 from demo.database import Database, whoami_in_db
-from tornado_kerb import KerberosAuthMixin, KerberosGuard, KerberosUser, NoCredentials
+from tornado_kerb import (
+    DelegationRefused,
+    KerberosAuthMixin,
+    KerberosGuard,
+    KerberosUser,
+    NoCredentials,
+)
 
 log = logging.getLogger("demo")
 
@@ -31,7 +38,8 @@ def describe(handler: tornado.web.RequestHandler, user: KerberosUser) -> dict[st
         "principal": user.principal,
         "username": user.username,
         "mechanism": user.mechanism,
-        "delegated": user.delegated_credentials is not None,
+        # forwarded, constrained (S4U2Proxy), password (Basic) or none
+        "credentials": user.credential_kind,
         "expires": expires.isoformat(timespec="seconds") if expires else None,
         "tls": handler.request.protocol == "https",
     }
@@ -92,7 +100,7 @@ def ticket_for(creds: gssapi.Credentials, backend: str) -> dict[str, Any]:
     try:
         ctx = gssapi.SecurityContext(name=target, creds=creds, usage="initiate")
         token = ctx.step()
-    except gssapi.exceptions.GSSError as err:
+    except GSSError as err:
         # GSSAPI detail goes to the log, not into the page.
         log.info("no ticket for %s: %s", backend, " ".join(str(err).split()))
         return {"ok": False, "why": "the KDC did not issue a ticket (see the server log)"}
@@ -111,14 +119,20 @@ class DatabaseAsUser(DemoHandler):
         else:
             try:
                 conninfo = await database.conninfo(user.username)
-                seen = await self.run_as_user(whoami_in_db, conninfo)
-                result.update(ok=True, **seen)
+                # libpq asks for postgres/<host>: fetched first, a refusal is ours to name.
+                target = f"postgres@{conninfo['host']}"
+                seen = await self.run_as_user(whoami_in_db, conninfo, delegate_to=target)
+                result.update(ok=True, credentials=user.credential_kind, **seen)
                 log.info(
-                    "database login for %s as %s (encrypted: %s)",
+                    "database login for %s as %s (encrypted: %s, credentials: %s)",
                     user.principal,
                     seen["db_user"],
                     seen["encrypted"],
+                    user.credential_kind,
                 )
+            except DelegationRefused as err:
+                log.info("no database login for %s: %s", user.principal, err)
+                result.update(ok=False, why="the KDC would not let this server act as you")
             except NoCredentials:
                 result.update(ok=False, delegate=True, why="your client delegated no credentials")
             except (psycopg.Error, RuntimeError, OSError) as err:
