@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import base64
+import concurrent.futures
 import os
 import subprocess
+from typing import Any
 
 import gssapi
+import requests
 
 SPNEGO = gssapi.Mechanism.from_sasl_name("SPNEGO")
 MUTUAL = gssapi.RequirementFlag.mutual_authentication
@@ -66,3 +69,13 @@ def curl(
         i += 1
     body = "\r\n\r\n".join(blocks[i:])
     return status, headers, body
+
+
+def get_concurrently(url: str, headers: list[dict[str, str]], workers: int = 8) -> list[Any]:
+    """GET ``url`` once per entry of ``headers``, ``workers`` at a time; responses in order."""
+
+    def fetch(header: dict[str, str]) -> requests.Response:
+        return requests.get(url, headers=header, timeout=60)
+
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(fetch, headers))

@@ -7,7 +7,6 @@ MIT's default DB2 back end cannot do constrained delegation; its refusal is test
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import os
 from collections.abc import Iterator
@@ -17,21 +16,14 @@ import pytest
 import requests
 import tornado.web
 
-from tests.clients import DELEGATE, MUTUAL, negotiate_header, spnego_token
-from tests.conftest import AUTH_TO_LOCAL, ServeFn
+from tests.clients import DELEGATE, MUTUAL, get_concurrently, negotiate_header, spnego_token
+from tests.conftest import AUTH_TO_LOCAL, ServeFn, require_ldap
 from tests.test_postgres import db_identity
 from tornado_kerb import DelegationRefused, KerberosAuthMixin, NoCredentials, authenticated
-from tornado_kerb.testing.ldap import LDAPRealm, ldap_available, start_ldap_realm
+from tornado_kerb.testing.ldap import LDAPRealm, start_ldap_realm
 from tornado_kerb.testing.postgres import ThrowawayPostgres
 
-if (_reason := ldap_available()) is not None:
-    # A core path: missing packages fail the run unless skipping is asked for by name.
-    if os.environ.get("TORNADO_KERB_NO_LDAP") != "1":
-        raise RuntimeError(
-            f"{_reason} (scripts/install-system-deps.sh installs them; "
-            "TORNADO_KERB_NO_LDAP=1 skips these tests)"
-        )
-    pytest.skip(_reason, allow_module_level=True)
+require_ldap()
 
 COOKIE_SECRET = "test-only-cookie-secret-" + "d" * 32
 
@@ -207,11 +199,7 @@ def test_two_users_concurrently_stay_apart(serve: ServeFn, domain: Domain) -> No
     who = [(user, None), (alice, domain.alice_ccache)] * 12
     headers = [no_delegation(ccache) for _, ccache in who]
 
-    def fetch(header: dict[str, str]) -> requests.Response:
-        return requests.get(server.url("/db"), headers=header, timeout=60)
-
-    with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        responses = list(pool.map(fetch, headers))
+    responses = get_concurrently(server.url("/db"), headers)
     for (principal, _), response in zip(who, responses, strict=True):
         assert response.status_code == 200, response.text
         assert response.json()["principal"] == principal

@@ -16,17 +16,11 @@ from typing import Any
 import gssapi
 import pytest
 
-from tests.conftest import AUTH_TO_LOCAL
-from tornado_kerb.testing.ldap import LDAPRealm, ldap_available, start_ldap_realm
+from tests.conftest import AUTH_TO_LOCAL, require_ldap
+from tests.test_postgres_fixture import stat
+from tornado_kerb.testing.ldap import LDAPRealm, start_ldap_realm
 
-if (_reason := ldap_available()) is not None:
-    # A core path: missing packages fail the run unless skipping is asked for by name.
-    if os.environ.get("TORNADO_KERB_NO_LDAP") != "1":
-        raise RuntimeError(
-            f"{_reason} (scripts/install-system-deps.sh installs them; "
-            "TORNADO_KERB_NO_LDAP=1 skips these tests)"
-        )
-    pytest.skip(_reason, allow_module_level=True)
+require_ldap()
 
 # What the main suite's realm uses: forwardable tickets (evidence for S4U2Proxy must be
 # forwardable), TCP, its auth_to_local rules; merged over k5test's and the LDAP settings.
@@ -174,15 +168,6 @@ def test_allow_errors_carry_the_tools_message(ldap_realm: LDAPRealm) -> None:
         ldap_realm.allow_delegation("nobody/localhost", ["postgres/localhost"])
     with pytest.raises(RuntimeError, match="Principal does not exist"):
         ldap_realm.allow_protocol_transition("nobody/localhost")
-
-
-def stat(pid: int | str) -> list[str] | None:
-    """The fields of /proc/<pid>/stat after the command name: state, ppid, ..."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rpartition(")")[2].split()
-    except OSError:
-        return None
 
 
 def alive(pid: int) -> bool:

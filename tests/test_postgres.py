@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import concurrent.futures
 import os
 from typing import Any
 
@@ -10,7 +9,7 @@ import psycopg
 import requests
 import tornado.web
 
-from tests.clients import DELEGATE, MUTUAL, negotiate_header, spnego_token
+from tests.clients import DELEGATE, MUTUAL, get_concurrently, negotiate_header, spnego_token
 from tests.conftest import Realm, ServeFn, User
 from tornado_kerb import DelegationRefused, KerberosAuthMixin, NoCredentials, authenticated
 from tornado_kerb.testing.postgres import ThrowawayPostgres
@@ -28,14 +27,18 @@ def db_identity(conninfo: dict[str, Any]) -> dict[str, Any]:
 
 
 class Database(KerberosAuthMixin, tornado.web.RequestHandler):
-    def initialize(self, postgres: ThrowawayPostgres) -> None:
+    def initialize(self, postgres: ThrowawayPostgres, delegate_to: tuple[str, ...] = ()) -> None:
         self.postgres = postgres
+        self.delegate_to = delegate_to
 
     @authenticated
     async def get(self) -> None:
         conninfo = self.postgres.conninfo(self.current_user.username)
         try:
-            self.write(await self.run_as_user(db_identity, conninfo))
+            self.write(await self.run_as_user(db_identity, conninfo, delegate_to=self.delegate_to))
+        except DelegationRefused as err:
+            self.set_status(502)
+            self.write({"kind": self.current_user.credential_kind, "why": str(err)})
         except NoCredentials:
             self.set_status(409)
             self.write({"error": "no delegated credentials: log in with delegation"})
@@ -62,11 +65,7 @@ def test_two_users_concurrently_each_reach_the_database_as_themselves(
     headers = [delegated(ccache) for _, ccache in who]
     env_before = dict(os.environ)
 
-    def fetch(header: dict[str, str]) -> requests.Response:
-        return requests.get(server.url("/db"), headers=header, timeout=60)
-
-    with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        responses = list(pool.map(fetch, headers))
+    responses = get_concurrently(server.url("/db"), headers)
     for (principal, _), response in zip(who, responses, strict=True):
         assert response.status_code == 200, response.text
         assert response.json() == {
@@ -96,27 +95,14 @@ def test_without_delegation_the_app_gets_our_exception(
     assert response.status_code == 409
 
 
-class Reach(KerberosAuthMixin, tornado.web.RequestHandler):
-    def initialize(self, postgres: ThrowawayPostgres) -> None:
-        self.postgres = postgres
-
-    @authenticated
-    async def get(self) -> None:
-        conninfo = self.postgres.conninfo(self.current_user.username)
-        try:
-            await self.run_as_user(db_identity, conninfo, delegate_to="postgres@localhost")
-        except DelegationRefused as err:
-            self.set_status(502)
-            self.write({"kind": self.current_user.credential_kind, "why": str(err)})
-
-
 def test_constrained_delegation_on_a_db2_kdc_fails_at_use_saying_why(
     serve: ServeFn, realm: Realm, postgres: ThrowawayPostgres, tmp_path: Any
 ) -> None:
     # MIT's default back end cannot do S4U2Proxy: the login still works, the first use
     # says so (the LDAP-backed KDC that can is in test_delegation.py).
     settings = {"keytab": realm.keytab, "hostname": "localhost", "s4u2proxy": True}
-    server = serve([(r"/db", Reach, {"postgres": postgres})], settings)
+    handler_args = {"postgres": postgres, "delegate_to": ("postgres@localhost",)}
+    server = serve([(r"/db", Database, handler_args)], settings)
     # A cache of its own: a ticket to us cached before another test rotated our key
     # would be evidence the KDC cannot even decrypt (a different error).
     ccache = str(tmp_path / "ccache")
