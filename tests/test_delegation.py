@@ -7,9 +7,10 @@ MIT's default DB2 back end cannot do constrained delegation; its refusal is test
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -17,9 +18,18 @@ import requests
 import tornado.web
 
 from tests.clients import DELEGATE, MUTUAL, get_concurrently, negotiate_header, spnego_token
-from tests.conftest import AUTH_TO_LOCAL, ServeFn, require_ldap
+from tests.conftest import AUTH_TO_LOCAL, ServeFn, Server, require_ldap
 from tests.test_postgres import db_identity
-from tornado_kerb import DelegationRefused, KerberosAuthMixin, NoCredentials, authenticated
+from tornado_kerb import (
+    DelegationRefused,
+    KerberosAuthMixin,
+    KerberosGuard,
+    KerberosUser,
+    NoCredentials,
+    authenticated,
+)
+from tornado_kerb.delegation import ConstrainedDelegation
+from tornado_kerb.negotiate import Acceptor
 from tornado_kerb.testing.ldap import LDAPRealm, start_ldap_realm
 from tornado_kerb.testing.postgres import ThrowawayPostgres
 
@@ -108,20 +118,27 @@ class Database(KerberosAuthMixin, tornado.web.RequestHandler):
         self.write(answer)
 
 
-def start(
-    serve: ServeFn,
-    domain: Domain,
-    target: str = "postgres@localhost",
-    https: bool = False,
-    **extra: Any,
-) -> Any:
-    handler_args = {"domain": domain, "target": target}
-    return serve(
-        [(r"/db", Database, handler_args)],
-        domain.settings(**extra),
-        https=https,
-        cookie_secret=COOKIE_SECRET,
-    )
+Start = Callable[..., Server]
+
+
+@pytest.fixture
+def start(serve: ServeFn, domain: Domain) -> Iterator[Start]:
+    """``start(target=..., https=..., **settings)``: a server whose guard already holds
+    its own TGT (constrained delegation is fetched in the background otherwise)."""
+    guards: list[KerberosGuard] = []
+
+    def starter(target: str = "postgres@localhost", https: bool = False, **extra: Any) -> Server:
+        guard = KerberosGuard(domain.settings(**extra))
+        guards.append(guard)
+        assert guard.delegation_ready(10) is guard.settings.s4u2proxy
+        handler_args = {"domain": domain, "target": target}
+        return serve(
+            [(r"/db", Database, handler_args)], guard, https=https, cookie_secret=COOKIE_SECRET
+        )
+
+    yield starter
+    for guard in guards:
+        guard.close()
 
 
 def no_delegation(ccache: str | None = None) -> dict[str, str]:
@@ -130,9 +147,9 @@ def no_delegation(ccache: str | None = None) -> dict[str, str]:
 
 
 def test_a_client_that_did_not_delegate_reaches_postgres_as_itself(
-    serve: ServeFn, domain: Domain
+    start: Start, domain: Domain
 ) -> None:
-    server = start(serve, domain)
+    server = start()
     response = requests.get(server.url("/db"), headers=no_delegation(), timeout=60)
     assert response.status_code == 200, response.text
     assert response.json() == {
@@ -144,8 +161,8 @@ def test_a_client_that_did_not_delegate_reaches_postgres_as_itself(
     }
 
 
-def test_a_client_that_delegated_says_so(serve: ServeFn, domain: Domain) -> None:
-    server = start(serve, domain)
+def test_a_client_that_delegated_says_so(start: Start, domain: Domain) -> None:
+    server = start()
     header = {"Authorization": negotiate_header(spnego_token(flags=MUTUAL | DELEGATE))}
     response = requests.get(server.url("/db"), headers=header, timeout=60)
     assert response.status_code == 200, response.text
@@ -154,9 +171,9 @@ def test_a_client_that_delegated_says_so(serve: ServeFn, domain: Domain) -> None
 
 
 def test_a_basic_login_acts_with_the_password_s_own_ticket(
-    serve: ServeFn, domain: Domain, tls: Any
+    start: Start, domain: Domain, tls: Any
 ) -> None:
-    server = start(serve, domain, https=True)
+    server = start(https=True)
     password = domain.realm.k5.password("user")
     response = requests.get(server.url("/db"), auth=("user", password), verify=tls.ca, timeout=60)
     assert response.status_code == 200, response.text
@@ -165,9 +182,9 @@ def test_a_basic_login_acts_with_the_password_s_own_ticket(
 
 
 def test_a_session_cookie_user_is_impersonated_by_protocol_transition(
-    serve: ServeFn, domain: Domain
+    start: Start, domain: Domain
 ) -> None:
-    server = start(serve, domain, session={"http": True})
+    server = start(session={"http": True})
     with requests.Session() as browser:
         first = browser.get(server.url("/db"), headers=no_delegation(), timeout=60)
         assert first.status_code == 200, first.text
@@ -180,9 +197,9 @@ def test_a_session_cookie_user_is_impersonated_by_protocol_transition(
 
 
 def test_a_target_outside_the_kdc_acl_fails_with_our_error_naming_it(
-    serve: ServeFn, domain: Domain
+    start: Start, domain: Domain
 ) -> None:
-    server = start(serve, domain, target="ldap@localhost")
+    server = start(target="ldap@localhost")
     response = requests.get(server.url("/db"), headers=no_delegation(), timeout=60)
     assert response.status_code == 502, response.text
     body = response.json()
@@ -192,8 +209,8 @@ def test_a_target_outside_the_kdc_acl_fails_with_our_error_naming_it(
     assert "Traceback" not in body["why"]
 
 
-def test_two_users_concurrently_stay_apart(serve: ServeFn, domain: Domain) -> None:
-    server = start(serve, domain)
+def test_two_users_concurrently_stay_apart(start: Start, domain: Domain) -> None:
+    server = start()
     user = domain.realm.k5.user_princ
     alice = f"alice@{domain.realm.realm}"
     who = [(user, None), (alice, domain.alice_ccache)] * 12
@@ -207,9 +224,52 @@ def test_two_users_concurrently_stay_apart(serve: ServeFn, domain: Domain) -> No
         assert response.json()["credential_kind"] == "constrained"
 
 
-def test_with_s4u2proxy_off_there_are_no_credentials(serve: ServeFn, domain: Domain) -> None:
-    server = start(serve, domain, s4u2proxy=False)
+def test_with_s4u2proxy_off_there_are_no_credentials(start: Start, domain: Domain) -> None:
+    server = start(s4u2proxy=False)
     response = requests.get(server.url("/db"), headers=no_delegation(), timeout=60)
     assert response.status_code == 409, response.text
     assert response.json()["credential_kind"] == "none"
     assert "s4u2proxy" in response.json()["error"]
+
+
+def test_nobody_is_impersonated_without_a_request_of_theirs_in_flight(
+    start: Start, domain: Domain
+) -> None:
+    # An app that builds (or keeps) a user object cannot make the guard act as them.
+    guard = KerberosGuard(domain.settings())
+    try:
+        assert guard.delegation_ready(10)
+        stranger = KerberosUser(f"alice@{domain.realm.realm}", "negotiate")
+        with pytest.raises(NoCredentials, match="no request of theirs is in flight"):
+            asyncio.run(guard.run_as_user(stranger, db_identity, {}))
+    finally:
+        guard.close()
+
+
+def test_logins_go_on_while_the_guard_has_no_tgt_of_its_own(domain: Domain) -> None:
+    # Our own TGT comes from the keytab in the background; when it cannot be had (here:
+    # the fetch reads a keytab that is not there), logins work all the same, without
+    # constrained credentials, and nothing waits for the KDC.
+    acceptor = Acceptor(domain.keytab, "HTTP", "localhost", s4u2proxy=True)
+    acceptor.delegation = ConstrainedDelegation("/nonexistent.keytab", "HTTP", "localhost")
+    assert not acceptor.delegation.ready(10)
+    assert "does not exist" in acceptor.delegation.problem
+    accepted = acceptor.accept(spnego_token(flags=MUTUAL))
+    assert accepted.principal == domain.realm.k5.user_princ
+    assert (accepted.credential_kind, accepted.delegated_credentials) == ("none", None)
+
+
+def test_a_keytab_with_several_of_our_principals_turns_delegation_off(
+    domain: Domain, tmp_path: Any
+) -> None:
+    # Delegation acts as one principal, and accepting with its credentials would lock
+    # out the other one's users: without a hostname to choose, it stays off (logged).
+    k5 = domain.realm.k5
+    keytab = str(tmp_path / "two.keytab")
+    k5.addprinc("HTTP/other.localhost")
+    k5.extract_keytab("HTTP/localhost", keytab)
+    k5.extract_keytab("HTTP/other.localhost", keytab)
+    delegation = ConstrainedDelegation(keytab, "HTTP", None)
+    assert not delegation.ready(10)
+    assert "set 'hostname'" in delegation.problem
+    assert ConstrainedDelegation(keytab, "HTTP", "localhost").ready(10)

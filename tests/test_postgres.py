@@ -11,7 +11,13 @@ import tornado.web
 
 from tests.clients import DELEGATE, MUTUAL, get_concurrently, negotiate_header, spnego_token
 from tests.conftest import Realm, ServeFn, User
-from tornado_kerb import DelegationRefused, KerberosAuthMixin, NoCredentials, authenticated
+from tornado_kerb import (
+    DelegationRefused,
+    KerberosAuthMixin,
+    KerberosGuard,
+    NoCredentials,
+    authenticated,
+)
 from tornado_kerb.testing.postgres import ThrowawayPostgres
 
 
@@ -100,17 +106,26 @@ def test_constrained_delegation_on_a_db2_kdc_fails_at_use_saying_why(
 ) -> None:
     # MIT's default back end cannot do S4U2Proxy: the login still works, the first use
     # says so (the LDAP-backed KDC that can is in test_delegation.py).
-    settings = {"keytab": realm.keytab, "hostname": "localhost", "s4u2proxy": True}
-    handler_args = {"postgres": postgres, "delegate_to": ("postgres@localhost",)}
-    server = serve([(r"/db", Database, handler_args)], settings)
-    # A cache of its own: a ticket to us cached before another test rotated our key
-    # would be evidence the KDC cannot even decrypt (a different error).
-    ccache = str(tmp_path / "ccache")
-    realm.k5.kinit(realm.user, realm.password, flags=["-f", "-c", ccache])
-    header = {"Authorization": negotiate_header(spnego_token(ccache=ccache, flags=MUTUAL))}
-    response = requests.get(server.url("/db"), headers=header, timeout=60)
+    guard = KerberosGuard({"keytab": realm.keytab, "hostname": "localhost", "s4u2proxy": True})
+    try:
+        assert guard.delegation_ready(10)  # a TGT of our own: DB2 gives that much
+        handler_args = {"postgres": postgres, "delegate_to": ("postgres@localhost",)}
+        server = serve([(r"/db", Database, handler_args)], guard)
+        response = requests.get(server.url("/db"), headers=own_ticket(realm, tmp_path), timeout=60)
+    finally:
+        guard.close()
     assert response.status_code == 502, response.text
     assert response.json()["kind"] == "constrained"
     why = response.json()["why"]
     assert why.startswith("cannot act as the user towards postgres@localhost")
     assert "DB2 back end cannot do constrained delegation" in why
+
+
+def own_ticket(realm: Realm, tmp_path: Any) -> dict[str, str]:
+    """A Negotiate header from a ticket cache of its own.
+
+    A ticket to us cached before another test rotated our key would be evidence the KDC
+    cannot even decrypt (a different error)."""
+    ccache = str(tmp_path / "ccache")
+    realm.k5.kinit(realm.user, realm.password, flags=["-f", "-c", ccache])
+    return {"Authorization": negotiate_header(spnego_token(ccache=ccache, flags=MUTUAL))}

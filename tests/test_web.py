@@ -330,7 +330,7 @@ def test_basic_over_plain_http_sends_the_password_nowhere(
     assert not [
         line for line in realm.kdc_log.splitlines() if "REQ" in line and "plaintext@" in line
     ]
-    assert "(basic-not-offered)" in caplog.text
+    assert "(insecure-transport)" in caplog.text
     assert "sent-in-clear" not in ours(caplog)
 
 

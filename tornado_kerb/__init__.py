@@ -15,7 +15,7 @@ from .errors import (
 from .guard import KerberosGuard
 from .settings import KerberosSettings
 from .user import KerberosUser
-from .web import KerberosAuthMixin, authenticated, public
+from .web import KerberosAuthMixin, authenticated, optional_login, public
 
 __version__ = "0.2.0"
 
@@ -35,5 +35,6 @@ __all__ = [
     "LoginError",
     "NoCredentials",
     "authenticated",
+    "optional_login",
     "public",
 ]

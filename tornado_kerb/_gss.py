@@ -12,6 +12,7 @@ import contextlib
 from collections.abc import Iterator
 from typing import Literal
 
+from gssapi.raw.exceptions import BadChannelBindingsError, DuplicateTokenError
 from gssapi.raw.misc import GSSError
 
 from .errors import AuthenticationFailed, KDCUnavailable, KeytabError
@@ -62,6 +63,11 @@ def _offset(err: GSSError) -> int:
 
 def reason_for(err: GSSError, stage: Stage) -> str:
     """A short word for the log saying why ``stage`` failed."""
+    # python-gssapi's classes first (they survive SPNEGO's renumbering), text last.
+    if isinstance(err, BadChannelBindingsError):
+        return "bad-bindings"
+    if isinstance(err, DuplicateTokenError):
+        return "replay"
     if stage != "accept":
         reason = _PASSWORD_REASONS.get(_offset(err))
         if reason:

@@ -22,8 +22,8 @@ import gssapi.raw
 import krb5
 from gssapi.raw.misc import GSSError
 
-from ._gss import describe
-from .errors import DelegationRefused, NoCredentials
+from ._gss import describe, translate
+from .errors import DelegationRefused, KDCUnavailable, NoCredentials
 
 __all__ = ["acting_as", "call_as", "reach"]
 
@@ -75,8 +75,9 @@ def call_as(
     raises :class:`~tornado_kerb.DelegationRefused` naming it, instead of an error from
     deep inside whatever client library ``fn`` uses.
     """
+    targets = (delegate_to,) if isinstance(delegate_to, str) else delegate_to
     with acting_as(creds):
-        for target in delegate_to:
+        for target in targets:
             reach(target)
         result = fn(*args, **kwargs)
     if inspect.isawaitable(result):
@@ -98,6 +99,9 @@ def reach(target: str) -> None:
     try:
         gssapi.SecurityContext(name=name, usage="initiate", mech=gssapi.MechType.kerberos).step()
     except GSSError as err:
+        unreachable = translate(err, "ticket")
+        if isinstance(unreachable, KDCUnavailable):  # the KDC's silence is not a refusal
+            raise unreachable from None
         raise DelegationRefused(target, _why(err)) from None
 
 
@@ -112,7 +116,9 @@ def _why(err: GSSError) -> str:
             "krbAllowedToDelegateTo, LDAP back end only: MIT's default DB2 back end "
             "cannot do constrained delegation at all), or the user's ticket is not "
             "forwardable (for session users: protocol transition is not allowed, e.g. "
-            "MIT's ok_to_auth_as_delegate)"
+            "MIT's ok_to_auth_as_delegate), or the user may not be delegated at all (Active "
+            "Directory: 'sensitive and cannot be delegated', Protected Users); resource-based "
+            "delegation is set on the target instead (msDS-AllowedToActOnBehalfOfOtherIdentity)"
         )
     return text
 

@@ -18,16 +18,21 @@ import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any, NoReturn, TypeVar
+from typing import Any, Literal, NoReturn, TypeVar, overload
 
+import gssapi.raw
 import tornado.httputil
 import tornado.ioloop
 import tornado.web
+import tornado.websocket
 
 from . import _localname
 from ._header import split_authorization
+from .answers import write_default_answer
 from .basic import default_realm, parse_basic, prove_password
+from .bindings import server_end_point
 from .credentials import call_as
+from .delegation import ConstrainedDelegation
 from .errors import (
     AuthenticationFailed,
     ConfigurationError,
@@ -40,6 +45,7 @@ from .negotiate import Accepted, Acceptor, parse_negotiate
 from .session import BasicCache, Session, SessionOptions, decode_session, encode_session
 from .settings import KerberosSettings
 from .user import KerberosUser, Mechanism
+from .websocket import close_when_login_ends
 
 __all__ = ["KerberosGuard"]
 
@@ -118,6 +124,19 @@ class KerberosGuard:
         # built for it (immutable, no credentials) with the handler class it was built for.
         self._verified: dict[str, tuple[Session, KerberosUser, type]] = {}
         self.basic_cache = BasicCache(s.basic_cache) if s.basic_cache else None
+        self._bindings: gssapi.raw.ChannelBindings | None = None
+        if s.channel_binding != "off" and s.tls_certificate is not None:
+            try:
+                self._bindings = server_end_point(s.tls_certificate)
+            except (OSError, ValueError) as err:
+                raise ConfigurationError(
+                    f"kerberos setting 'tls_certificate': {s.tls_certificate}: {err}"
+                ) from None
+        self._require_binding = s.channel_binding == "require"
+        self._ws_expiry = s.websocket_expiry
+        # With s4u2proxy: principals with a request in flight, the only ones the guard
+        # impersonates (IOLoop thread only: no lock).
+        self._live: dict[str, int] | None = {} if s.s4u2proxy else None
 
     @classmethod
     def for_application(cls, app: tornado.web.Application, key: str = "kerberos") -> KerberosGuard:
@@ -172,25 +191,54 @@ class KerberosGuard:
 
     # -- the flow -----------------------------------------------------------------------
 
-    async def authenticate(self, handler: Handler) -> KerberosUser:
-        """Authenticate ``handler``'s request, or answer it and raise
-        :class:`tornado.web.Finish`. Sets and returns ``handler.current_user``."""
-        result = self.begin(handler)
-        return result if isinstance(result, KerberosUser) else await result
+    @overload
+    async def authenticate(
+        self, handler: Handler, *, optional: Literal[False] = False
+    ) -> KerberosUser: ...
 
-    def begin(self, handler: Handler) -> KerberosUser | Awaitable[KerberosUser]:
+    @overload
+    async def authenticate(self, handler: Handler, *, optional: bool) -> KerberosUser | None: ...
+
+    async def authenticate(
+        self, handler: Handler, *, optional: bool = False
+    ) -> KerberosUser | None:
+        """Authenticate ``handler``'s request, or answer it and raise
+        :class:`tornado.web.Finish`. Sets and returns ``handler.current_user``.
+
+        ``optional``: a request that brings no credentials at all (no ``Authorization``
+        header, no valid session cookie) is let through with ``current_user`` ``None``;
+        credentials that fail still get the 401."""
+        result = self.begin(handler, optional=optional)
+        return result if result is None or isinstance(result, KerberosUser) else await result
+
+    def begin(
+        self, handler: Handler, *, optional: bool = False
+    ) -> KerberosUser | Awaitable[KerberosUser] | None:
         """Like :meth:`authenticate`, but returns the user at once when no KDC (and no
         async authorization) is needed, as for every Negotiate login: staying synchronous
         keeps the hot path off the coroutine machinery."""
+        return self._begin(handler, optional)
+
+    def _begin(
+        self, handler: Handler, optional: bool
+    ) -> KerberosUser | Awaitable[KerberosUser] | None:
+        # Positional, for the decorators: a keyword argument costs measurably (valgrind).
         if handler._headers_written:
             self._too_late(handler)
-        offer_basic = self.settings.basic and handler.request.protocol == "https"
-        scheme, credentials = split_authorization(handler.request.headers.get("Authorization", ""))
+        tls = handler.request.protocol == "https"
         try:
+            scheme, credentials = split_authorization(
+                handler.request.headers.get("Authorization", "")
+            )
             self.acceptor.credentials()  # a broken keytab fails every request, anonymous or not
             if scheme == "negotiate":
-                accepted = self.acceptor.accept(parse_negotiate(credentials))
+                token = parse_negotiate(credentials)
+                accepted = self.acceptor.accept(token, self._bindings if tls else None)
+                if self._require_binding and not accepted.channel_bound:
+                    # On plain HTTP there is no channel to bind to: never bound.
+                    raise AuthenticationFailed("unbound", "token not bound to a TLS channel")
                 return self._admit(handler, accepted, "negotiate")
+            offer_basic = self.settings.basic and tls
             if scheme == "basic" and offer_basic:
                 principal, password = parse_basic(credentials, self.realm)
                 if self.basic_cache is not None:
@@ -201,12 +249,17 @@ class KerberosGuard:
                 return self._basic(handler, principal, password)
             if scheme == "basic":
                 # Plain HTTP (or Basic turned off): the password goes nowhere.
-                raise AuthenticationFailed("basic-not-offered")
+                raise AuthenticationFailed(
+                    "insecure-transport" if self.settings.basic else "basic-not-offered"
+                )
             if not scheme and self._session is not None:
                 # Only without an Authorization header: a fresh login always wins.
                 user = self._from_session(handler, self._session)
                 if user is not None:
                     return user
+            if not scheme and optional:
+                handler.current_user = None
+                return None
             raise AuthenticationFailed("unsupported-scheme" if scheme else "no-credentials")
         except KerberosError as err:
             self.refuse(handler, err)
@@ -216,7 +269,7 @@ class KerberosGuard:
         :class:`tornado.web.Finish`: the browser logs in afresh (with a token, delegated
         if it delegates to us), for example when a session user needs credentials."""
         log.debug("fresh login asked of %s", handler.request.remote_ip)
-        self._answer(handler, 401)
+        self._answer(handler, 401, "login-requested")
 
     def logout(self, handler: Handler) -> None:
         """Clear the session cookie (a browser with a ticket logs in again at once,
@@ -320,10 +373,19 @@ class KerberosGuard:
             raise NoCredentials("no credentials to act as the user: nobody is logged in")
         targets = (delegate_to,) if isinstance(delegate_to, str) else tuple(delegate_to)
         creds = user.delegated_credentials
+        delegation = self.acceptor.delegation
         if creds is not None:
             call = functools.partial(call_as, creds, fn, *args, delegate_to=targets, **kwargs)
-        elif self.settings.s4u2proxy:
-            call = functools.partial(self._impersonating, user.principal, fn, targets, args, kwargs)
+        elif delegation is not None and self._live and self._live.get(user.principal):
+            # Protocol transition, only for a user with a request in flight here: the
+            # guard never acts for users who are not using the application right now.
+            call = functools.partial(
+                _impersonating, delegation, user.principal, fn, targets, args, kwargs
+            )
+        elif delegation is not None:
+            raise NoCredentials(
+                f"will not act as {user.principal}: no request of theirs is in flight"
+            )
         else:
             raise NoCredentials(
                 "no credentials to act as the user: the client delegated none "
@@ -332,17 +394,13 @@ class KerberosGuard:
             )
         return await tornado.ioloop.IOLoop.current().run_in_executor(None, call)
 
-    def _impersonating(
-        self,
-        principal: str,
-        fn: Callable[..., T],
-        targets: tuple[str, ...],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> T:
-        # In the worker thread: S4U2Self talks to the KDC.
-        creds = self.acceptor.impersonate(principal)
-        return call_as(creds, fn, *args, delegate_to=targets, **kwargs)
+    def delegation_ready(self, timeout: float | None = None) -> bool:
+        """Wait until constrained delegation can be used (the ``s4u2proxy`` setting: our
+        own TGT, fetched in the background from the moment the guard is built); whether
+        it can. Blocks: call it at start-up, or in an executor. Logins never wait for it:
+        those that come first just get no constrained credentials."""
+        delegation = self.acceptor.delegation
+        return delegation is not None and delegation.ready(timeout)
 
     async def prove(self, principal: str, password: str) -> Accepted:
         """Prove a Basic password on a KDC thread; the IOLoop keeps serving meanwhile.
@@ -423,6 +481,7 @@ class KerberosGuard:
             self._local_name_for(handler, principal),
             False,  # from_session
             accepted.credential_kind,
+            accepted.channel_bound,
         )
         return self._authorize(handler, user, fresh)
 
@@ -451,10 +510,12 @@ class KerberosGuard:
     def _grant(self, handler: Handler, user: KerberosUser, fresh: bool) -> KerberosUser:
         log.debug("authenticated %s via %s", user.principal, user.mechanism)
         handler.current_user = user
-        if user.delegated_credentials is not None:
-            _forget_on_finish(handler, user)
+        if user.delegated_credentials is not None or self._live is not None:
+            _forget_on_finish(handler, user, self._live)
         if fresh and self._session is not None:
             self._start_session(handler, user, self._session)
+        if self._ws_expiry and isinstance(handler, tornado.websocket.WebSocketHandler):
+            close_when_login_ends(handler, user)
         return user
 
     def _start_session(self, handler: Handler, user: KerberosUser, opts: SessionOptions) -> None:
@@ -525,46 +586,87 @@ class KerberosGuard:
             log.info(
                 "Kerberos login forbidden (%s) for %s from %s", err.reason, err.principal, peer
             )
-            self._answer(handler, 403)
+            self._answer(handler, 403, err.reason, principal=err.principal)
         elif isinstance(err, AuthenticationFailed):
             level = _REFUSAL_LEVELS.get(err.reason, logging.INFO)
             log.log(level, "Kerberos login refused (%s) from %s", err.reason, peer)
             log.debug("refusal detail: %s", err.detail)
-            self._answer(handler, 401)
+            self._answer(handler, 401, err.reason)
         elif isinstance(err, KDCUnavailable):
             log.error("Kerberos login impossible (%s): %s", err.reason, err.detail)
-            self._answer(handler, 503, retry_after=self.settings.retry_after)
+            self._answer(handler, 503, err.reason)
         else:
             log.error("Kerberos logins impossible, failing closed: %s", err)
-            self._answer(handler, 503)
+            self._answer(handler, 503, "unusable")
 
-    def _answer(self, handler: Handler, status: int, retry_after: int | None = None) -> NoReturn:
+    def write_answer(
+        self, handler: Handler, status: int, reason: str, principal: str | None = None
+    ) -> None:
+        """Write the body of a 401, 403 or 503 answer. May be overridden.
+
+        Status, challenges and ``Retry-After`` are set already (and set again after
+        this returns, whatever it did to them); do not finish. ``reason`` is our word for
+        what happened (``no-credentials``, ``forbidden``, ``kdc-unreachable``…): never
+        GSSAPI detail, but not all of it is for clients either. The default asks the
+        handler's ``write_kerberos_answer(status, reason)`` when it has one, else writes
+        :func:`~tornado_kerb.answers.write_default_answer`'s HTML, JSON or text.
+        """
+        hook = getattr(handler, "write_kerberos_answer", None)
+        if hook is not None and not _is_default(hook):
+            # Like write_error(status_code, **kwargs): principal only when there is one.
+            if principal is None:
+                hook(status, reason)
+            else:
+                hook(status, reason, principal=principal)
+            return
+        self.write_default_answer(handler, status, reason, principal)
+
+    def write_default_answer(
+        self, handler: Handler, status: int, reason: str, principal: str | None = None
+    ) -> None:
+        """The built-in body: HTML for browsers, JSON when asked for, else text."""
+        write_default_answer(
+            handler,
+            status,
+            reason,
+            principal=principal,
+            retry_after=self.settings.retry_after if status == 503 else None,
+            password_offered=self._offers_basic(handler),
+        )
+
+    def _offers_basic(self, handler: Handler) -> bool:
+        return self.settings.basic and handler.request.protocol == "https"
+
+    def _answer(
+        self, handler: Handler, status: int, reason: str, principal: str | None = None
+    ) -> NoReturn:
         # Not send_error(): it clears headers after we set them. clear() first drops
         # anything prepare() may have buffered, so the answer carries none of the body.
         handler.clear()
-        token = getattr(handler, "_kerberos_mutual_token", None)
-        if token and not getattr(handler, "_kerberos_clear_keeps_token", False):
-            handler.add_header("WWW-Authenticate", token)
-        handler.set_status(status)
-        if status == 401:
-            handler.add_header("WWW-Authenticate", "Negotiate")
-            if self.settings.basic and handler.request.protocol == "https":
-                challenge = f'Basic realm="{self.realm}", charset="UTF-8"'
-                handler.add_header("WWW-Authenticate", challenge)
-            write_body = getattr(handler, "write_kerberos_unauthorized", None)
-            if write_body is not None:
-                write_body()
-            else:
-                _text(handler, "401 Unauthorized: Kerberos (Negotiate) authentication required.")
-        elif status == 403:
-            # No challenge: the user is known, and logging in again cannot help.
-            _text(handler, "403 Forbidden: you are logged in, but not allowed here.")
+        self._answer_headers(handler, status)
+        old_hook = getattr(type(handler), "write_kerberos_unauthorized", None)
+        if status == 401 and old_hook is not None and not _is_default(old_hook):
+            handler.write_kerberos_unauthorized()  # type: ignore[attr-defined]  # 0.1's hook
         else:
-            if retry_after:
-                handler.set_header("Retry-After", str(retry_after))
-            _text(handler, "503 Service Unavailable: logins are not possible right now.")
+            self.write_answer(handler, status, reason, principal)
+        # Whatever the renderer did, the answer keeps its status and its challenges.
+        self._answer_headers(handler, status)
         handler.finish()
         raise tornado.web.Finish()
+
+    def _answer_headers(self, handler: Handler, status: int) -> None:
+        handler.set_status(status)
+        handler.clear_header("WWW-Authenticate")
+        token = getattr(handler, "_kerberos_mutual_token", None)
+        if token:
+            handler.add_header("WWW-Authenticate", token)
+        if status == 401:
+            handler.add_header("WWW-Authenticate", "Negotiate")
+            if self._offers_basic(handler):
+                challenge = f'Basic realm="{self.realm}", charset="UTF-8"'
+                handler.add_header("WWW-Authenticate", challenge)
+        elif status == 503:
+            handler.set_header("Retry-After", str(self.settings.retry_after))
 
     def _too_late(self, handler: Handler) -> NoReturn:
         # Too late for a 401: say why, then cut the connection so the client cannot take
@@ -606,25 +708,46 @@ def _expire(outcome: asyncio.Future[Accepted], settings: KerberosSettings) -> No
         outcome.set_exception(KDCUnavailable("kdc-timeout", f"no answer within {timeout:g} s"))
 
 
-def _text(handler: Handler, line: str) -> None:
-    handler.set_header("Content-Type", "text/plain; charset=UTF-8")
-    handler.write(line + "\n")
+def _impersonating(
+    delegation: ConstrainedDelegation,
+    principal: str,
+    fn: Callable[..., T],
+    targets: tuple[str, ...],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> T:
+    # In the worker thread: S4U2Self talks to the KDC.
+    creds = delegation.impersonate(principal)
+    return call_as(creds, fn, *args, delegate_to=targets, **kwargs)
+
+
+def _is_default(method: Any) -> bool:
+    return bool(getattr(method, "_tornado_kerb_default", False))
 
 
 def _is_pattern(principal: str) -> bool:
     return any(c in principal for c in "*?[")
 
 
-def _forget_on_finish(handler: Handler, user: KerberosUser) -> None:
+def _forget_on_finish(
+    handler: Handler, user: KerberosUser, live: dict[str, int] | None = None
+) -> None:
     # Tornado calls on_finish once the response is done; wrapping it on the instance
     # (not the class) also covers handlers that override on_finish without super().
     original = handler.on_finish
+    principal = user.principal
+    if live is not None:
+        live[principal] = live.get(principal, 0) + 1
 
     def on_finish() -> None:
         try:
             original()
         finally:
             user._forget_credentials()
+            if live is not None:
+                left = live.pop(principal, 1) - 1
+                if left > 0:
+                    live[principal] = left
             # This closure and the handler refer to each other: undo it, so refcounting
             # frees the handler without waiting for the cycle collector.
             handler.__dict__.pop("on_finish", None)

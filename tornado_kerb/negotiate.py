@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 import threading
 import time
 from typing import NamedTuple
@@ -16,9 +15,10 @@ import gssapi
 import gssapi.raw
 from gssapi.raw.misc import GSSError
 
-from ._gss import describe, keytab_error, translate
+from ._gss import keytab_error, translate
 from ._header import decode_base64
-from .errors import AuthenticationFailed, DelegationRefused, KeytabError, NoCredentials
+from .delegation import ConstrainedDelegation
+from .errors import AuthenticationFailed, KeytabError
 from .keytab import default_keytab, file_problem, inspect_keytab, keytab_path
 from .user import CredentialKind
 
@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 # An NTLMSSP message inside Negotiate: Windows falls back to it when it has no ticket.
 _NTLM_SIGNATURE = b"NTLMSSP\x00"
+# GSS_C_CHANNEL_BOUND_FLAG (MIT >= 1.19): the initiator's bindings matched ours.
+_CHANNEL_BOUND = 2048
 # GSS_KRB5_GET_CRED_IMPERSONATOR: whom constrained-delegation credentials act for us.
 _IMPERSONATOR = gssapi.OID.from_int_seq("1.2.840.113554.1.2.2.5.14")
 
@@ -52,6 +54,8 @@ class Accepted(NamedTuple):
     expires_at: float | None
     #: What ``delegated_credentials`` hold (see :class:`~tornado_kerb.KerberosUser`).
     credential_kind: CredentialKind = "none"
+    #: The client bound its token to the TLS channel we passed bindings for.
+    channel_bound: bool = False
 
 
 class Acceptor:
@@ -72,8 +76,11 @@ class Acceptor:
         s4u2proxy: bool = False,
     ):
         self.keytab = keytab or default_keytab()
-        #: Credentials that can also initiate as our service: constrained delegation.
-        self.s4u2proxy = s4u2proxy
+        #: Constrained delegation (S4U2Proxy): initiating credentials of our own, fetched
+        #: in the background; ``None`` when the setting is off.
+        self.delegation = (
+            ConstrainedDelegation(self.keytab, service, hostname) if s4u2proxy else None
+        )
         #: The keytab's file name (``FILE:`` stripped), or ``None`` for non-file keytabs.
         self.path = keytab_path(self.keytab)
         self._service = service
@@ -100,15 +107,24 @@ class Acceptor:
         self.credentials()
         return self._principal
 
-    def accept(self, token: bytes) -> Accepted:
-        """Run one acceptor step; the context must complete in this single step."""
+    def accept(self, token: bytes, bindings: gssapi.raw.ChannelBindings | None = None) -> Accepted:
+        """Run one acceptor step; the context must complete in this single step.
+
+        With ``bindings`` a token bound to another channel fails (``bad-bindings``); one
+        bound to none is accepted with ``channel_bound`` false (MIT >= 1.19)."""
         creds = self.credentials()
+        if self.delegation is not None:
+            # Until our own TGT is there (or while the KDC is away): no constrained
+            # delegation for this login, but a login all the same.
+            creds = self.delegation.current() or creds
         try:
             # The raw call returns name, flags, lifetime and delegated credentials in one
             # go, and raises at once; the high-level SecurityContext may defer an error to
             # the next property read, and each read costs another inquiry (measured: the
             # whole accept is ~40% cheaper this way).
-            result = gssapi.raw.accept_sec_context(token, acceptor_creds=creds)
+            result = gssapi.raw.accept_sec_context(
+                token, acceptor_creds=creds, channel_bindings=bindings
+            )
             if result.more_steps:
                 raise AuthenticationFailed("continue-needed", "multi-step SPNEGO")
             name = gssapi.raw.display_name(result.initiator_name).name
@@ -131,21 +147,13 @@ class Acceptor:
             # With initiating credentials MIT hands back S4U2Proxy evidence when the client
             # forwarded nothing, and sets the delegate flag on it too: only the
             # impersonator (us) tells the two apart.
-            if self.s4u2proxy and gssapi.raw.inquire_cred_by_oid(delegated, _IMPERSONATOR):
+            if self.delegation is not None and gssapi.raw.inquire_cred_by_oid(
+                delegated, _IMPERSONATOR
+            ):
                 kind = "constrained"
         expires = time.time() + result.lifetime if result.lifetime else None
-        return Accepted(principal, result.token, delegated, expires, kind)
-
-    def impersonate(self, principal: str) -> gssapi.Credentials:
-        """Credentials to act as ``principal`` without a ticket from them (S4U2Self, then
-        S4U2Proxy at use). Blocks on the KDC: call it in a worker thread."""
-        if not self.s4u2proxy:
-            raise NoCredentials("impersonation needs the s4u2proxy setting")
-        user = gssapi.Name(principal, gssapi.NameType.kerberos_principal)
-        try:
-            return self.credentials().impersonate(user, usage="initiate")
-        except GSSError as err:
-            raise DelegationRefused(f"{principal} (S4U2Self)", describe(err)) from None
+        bound = bindings is not None and bool(int(result.flags) & _CHANNEL_BOUND)
+        return Accepted(principal, result.token, delegated, expires, kind, bound)
 
     def _check_still_readable(self) -> None:
         # A keytab removed or made unreadable after start-up fails every accept: say so
@@ -159,22 +167,9 @@ class Acceptor:
         # Check first: krb5's own errors for a bad keytab name no file and no principal.
         self._principal = inspect_keytab(self.keytab).check(self._service, self._hostname)
         try:
-            if self.s4u2proxy:
-                # Also an initiator, as our own principal: its TGT comes from the keytab
-                # into a private memory cache, never the process's default one.
-                creds = gssapi.Credentials(
-                    name=gssapi.Name(self._principal, gssapi.NameType.kerberos_principal),
-                    usage="both",
-                    store={
-                        "keytab": self.keytab,
-                        "client_keytab": self.keytab,
-                        "ccache": f"MEMORY:tornado_kerb-s4u-{secrets.token_hex(16)}",
-                    },
-                )
-            else:
-                creds = gssapi.Credentials(
-                    name=self._name, usage="accept", store={"keytab": self.keytab}
-                )
+            creds = gssapi.Credentials(
+                name=self._name, usage="accept", store={"keytab": self.keytab}
+            )
         except GSSError as err:
             raise keytab_error(self.keytab, err) from None
         log.info("acceptor credentials acquired from keytab %s", self.keytab)

@@ -18,6 +18,8 @@ _FORBIDDEN_IN_NAMES = set('/@"\\') | {chr(c) for c in range(0x21)} | {"\x7f"}
 _FORBIDDEN_IN_PATTERNS = {chr(c) for c in range(0x20)} | {"\x7f", '"'}
 
 AnyRealm = Literal["*"]
+ChannelBinding = Literal["off", "allow", "require"]
+_CHANNEL_BINDINGS = ("off", "allow", "require")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,18 +66,40 @@ class KerberosSettings:
     #: towards the services the KDC allows, and as session users (S4U2Self, where the
     #: KDC allows protocol transition). Needs a KDC that does it (AD, FreeIPA, MIT LDAP).
     s4u2proxy: bool = False
+    #: TLS channel bindings (RFC 5929 ``tls-server-end-point``): ``"allow"`` checks the
+    #: bindings a client sends and accepts one that sends none; ``"require"`` refuses
+    #: tokens not bound to this TLS channel (401, reason ``unbound``); ``"off"``.
+    channel_binding: ChannelBinding = "allow"
+    #: The server certificate (PEM) the bindings are computed from: Tornado does not
+    #: show handlers the certificate of their own TLS connection. Behind a TLS-terminating
+    #: proxy, the proxy's certificate.
+    tls_certificate: str | None = None
+    #: Close a WebSocket (code 1008) when the login that opened it ends.
+    websocket_expiry: bool = True
 
     def __post_init__(self) -> None:
         # Frozen: normalised values go in with object.__setattr__, once, here.
         def put(key: str, value: object) -> None:
             object.__setattr__(self, key, value)
 
-        put("keytab", _keytab(self.keytab))
+        put("keytab", _path("keytab", self.keytab))
         put("service", _name("service", self.service, optional=False))
         put("hostname", _name("hostname", self.hostname, optional=True))
         put("realm", _name("realm", self.realm, optional=True))
         _flag("basic", self.basic)
         _flag("s4u2proxy", self.s4u2proxy)
+        _flag("websocket_expiry", self.websocket_expiry)
+        if self.channel_binding not in _CHANNEL_BINDINGS:
+            raise ConfigurationError(
+                f"kerberos setting 'channel_binding' must be one of {', '.join(_CHANNEL_BINDINGS)}"
+                f", not {self.channel_binding!r}"
+            )
+        put("tls_certificate", _path("tls_certificate", self.tls_certificate))
+        if self.channel_binding == "require" and self.tls_certificate is None:
+            raise ConfigurationError(
+                "kerberos setting 'channel_binding': 'require' needs 'tls_certificate' (the "
+                "server's PEM certificate): Tornado does not show it to handlers"
+            )
         _count("kdc_workers", self.kdc_workers, minimum=1)
         _count("kdc_queue", self.kdc_queue, minimum=0)
         _count("retry_after", self.retry_after, minimum=1)
@@ -113,14 +137,14 @@ class KerberosSettings:
         return cls(**raw)
 
 
-def _keytab(value: object) -> str | None:
+def _path(key: str, value: object) -> str | None:
     if value is None:
         return None
     if not isinstance(value, (str, os.PathLike)):
-        raise ConfigurationError(f"kerberos setting 'keytab' must be a path, not {value!r}")
+        raise ConfigurationError(f"kerberos setting {key!r} must be a path, not {value!r}")
     path = os.fspath(value)
     if not isinstance(path, str) or not path:
-        raise ConfigurationError("kerberos setting 'keytab' must be a non-empty path")
+        raise ConfigurationError(f"kerberos setting {key!r} must be a non-empty path")
     return path
 
 

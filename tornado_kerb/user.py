@@ -40,13 +40,17 @@ class KerberosUser:
     #: mapping, else the principal without its realm. Empty means "derive it that way".
     username: str = ""
     #: The login came from a session cookie, not from this request: there are no
-    #: credentials to act with (``run_as_user`` needs a request with a fresh login).
+    #: credentials to act with (``run_as_user`` needs a request with a fresh login, or
+    #: constrained delegation with protocol transition: the ``s4u2proxy`` setting).
     from_session: bool = False
     #: What ``delegated_credentials`` hold: ``"forwarded"`` (the client delegated its
     #: TGT: any service), ``"constrained"`` (S4U2Proxy: only the services the KDC allows
     #: us), ``"password"`` (a Basic login's TGT) or ``"none"``. Reads ``"none"`` once the
     #: request has finished and the credentials are dropped.
     credential_kind: CredentialKind = dataclasses.field(default="none", compare=False)
+    #: The Negotiate token was bound to this TLS connection (channel bindings, RFC 5929):
+    #: it cannot have been replayed through another TLS channel.
+    channel_bound: bool = False
 
     def __post_init__(self) -> None:
         if not self.username:

@@ -17,7 +17,7 @@ from .guard import KerberosGuard
 from .settings import KerberosSettings
 from .user import KerberosUser
 
-__all__ = ["KerberosAuthMixin", "authenticated", "public"]
+__all__ = ["KerberosAuthMixin", "authenticated", "optional_login", "public"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
@@ -49,6 +49,8 @@ class KerberosAuthMixin(_HandlerBase):
 
     #: Guard every HTTP method this class and its subclasses dispatch to (see :func:`public`).
     kerberos_required: bool = False
+    #: Let every HTTP method run with or without a login (see :func:`optional_login`).
+    kerberos_optional: bool = False
 
     _KERBEROS_SETTINGS_KEY = "kerberos"
     # Read by the guard: our clear() puts the mutual-authentication token back itself.
@@ -61,8 +63,11 @@ class KerberosAuthMixin(_HandlerBase):
         cls._kerberos_own_settings = (
             cls.get_kerberos_settings is not KerberosAuthMixin.get_kerberos_settings
         )
-        if not cls.kerberos_required:
+        if cls.kerberos_required and cls.kerberos_optional:
+            raise TypeError(f"{cls.__name__}: kerberos_required or kerberos_optional, not both")
+        if not (cls.kerberos_required or cls.kerberos_optional):
             return
+        wrap = authenticated if cls.kerberos_required else optional_login
         # Wrapping at class creation, not in prepare(), keeps the protection even when a
         # subclass overrides prepare() and forgets to call super(). Every method Tornado
         # may dispatch to is wrapped, wherever it was defined (another base, a
@@ -74,7 +79,7 @@ class KerberosAuthMixin(_HandlerBase):
             # hide a real method of a later base (StaticFileHandler.get) in the MRO.
             unimplemented = method is getattr(tornado.web.RequestHandler, name, None)
             if callable(method) and not unimplemented and not _is_public(method):
-                setattr(cls, name, authenticated(method))
+                setattr(cls, name, wrap(method))
 
     def get_kerberos_guard(self) -> KerberosGuard:
         """The guard that authenticates this request. May be overridden.
@@ -177,11 +182,28 @@ class KerberosAuthMixin(_HandlerBase):
         if token:
             self.add_header("WWW-Authenticate", token)
 
+    def write_kerberos_answer(self, status: int, reason: str, **kwargs: Any) -> None:
+        """Write the body of a 401, 403 or 503 answer. May be overridden, like
+        :meth:`~tornado.web.RequestHandler.write_error`.
+
+        Status, challenges and ``Retry-After`` are set already, and set again afterwards
+        whatever this does; do not finish. ``reason`` is tornado_kerb's word for what
+        happened (``no-credentials``, ``forbidden``, ``kdc-unreachable``…; not all of them
+        are for clients); ``kwargs`` has ``principal``, the refused user, for a 403. The default is
+        a short HTML page for browsers, JSON for clients asking for JSON, else text (see
+        :mod:`tornado_kerb.answers`).
+        """
+        guard = self.get_kerberos_guard()
+        guard.write_default_answer(self, status, reason, kwargs.get("principal"))
+
+    write_kerberos_answer._tornado_kerb_default = True  # type: ignore[attr-defined]
+
     def write_kerberos_unauthorized(self) -> None:
-        """Write the body of the 401 answer. May be overridden (status and challenges
-        are already set; do not finish)."""
-        self.set_header("Content-Type", "text/plain; charset=UTF-8")
-        self.write("401 Unauthorized: Kerberos (Negotiate) authentication required.\n")
+        """Write the body of the 401 answer: 0.1's hook, still honoured when overridden
+        (then it wins over :meth:`write_kerberos_answer` for 401s)."""
+        self.write_kerberos_answer(401, "rejected")
+
+    write_kerberos_unauthorized._tornado_kerb_default = True  # type: ignore[attr-defined]
 
     async def kerberos_authenticate(self) -> KerberosUser:
         """Authenticate the request, or answer it and raise :class:`tornado.web.Finish`.
@@ -203,8 +225,35 @@ def authenticated(method: F) -> F:
             async def get(self):
                 self.write(f"hello {self.current_user.principal}")
 
-    On a handler without :class:`KerberosAuthMixin` it uses the application's guard.
+    On a handler without :class:`KerberosAuthMixin` it uses the application's guard. On a
+    :class:`tornado.websocket.WebSocketHandler`, guard ``get``: the answer comes before
+    the upgrade.
     """
+    return _guarded(method, optional=False)
+
+
+def optional_login(method: F) -> F:
+    """Let a handler method run with or without a login.
+
+    A request without credentials (no ``Authorization`` header, no valid session cookie)
+    runs with ``current_user`` ``None``; one with valid credentials runs as that user;
+    credentials that fail still get the 401 (a wrong password must not silently become
+    anonymous)::
+
+        class Home(KerberosAuthMixin, tornado.web.RequestHandler):
+            @optional_login
+            def get(self):
+                who = self.current_user.principal if self.current_user else "stranger"
+                self.write(f"hello {who}")
+
+    Browsers send Negotiate only after a 401, so a page reached this way sees most
+    browser users as anonymous until some guarded page has asked them to log in (and,
+    with sessions, set the cookie).
+    """
+    return _guarded(method, optional=True)
+
+
+def _guarded(method: F, *, optional: bool) -> F:
     if getattr(method, "_tornado_kerb_guarded", False):
         return method
 
@@ -218,8 +267,8 @@ def authenticated(method: F) -> F:
                 if isinstance(self, KerberosAuthMixin)
                 else KerberosGuard.for_application(self.application)
             )
-            pending = guard.begin(self)
-            if not isinstance(pending, KerberosUser):
+            pending = guard._begin(self, optional)
+            if pending is not None and not isinstance(pending, KerberosUser):
                 return _run_after(pending, method, self, args, kwargs)
         return method(self, *args, **kwargs)
 
