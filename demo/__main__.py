@@ -122,6 +122,19 @@ def recipe(host: str, https: str, http: str, ca: str | None, realm: DemoRealm | 
         + ("from the terminal with the exports above:" if realm else "where you have a ticket:"),
         f"  firefox {https}/whoami",
         "",
+        "Chromium:",
+    ]
+    if ca:
+        lines.append(
+            "  mkdir -p ~/.pki/nssdb; certutil -d sql:$HOME/.pki/nssdb -A -t C,, "
+            f"-n tornado_kerb-dev-ca -i {ca}"
+        )
+    lines += [
+        f"  chromium --auth-server-allowlist={host} {https}/whoami",
+        "  (quit any running Chromium first; a profile that never saw Negotiate fails the",
+        "  first time: quit and start it again. For /act and /db, set the policy",
+        f"  AuthNegotiateDelegateAllowlist to {host})",
+        "",
         "Ctrl-C stops the server" + (" and removes the throwaway realm." if realm else "."),
         "",
     ]
@@ -139,6 +152,12 @@ async def serve(realm: DemoRealm | None) -> None:
     if realm and not realm.delegation:
         print(f"note: no constrained delegation ({realm.no_delegation})", file=sys.stderr)
     guard = KerberosGuard(kerberos)  # a typo fails here, not at the first request
+    if kerberos["s4u2proxy"]:
+        # The guard fetches its own TGT in the background; wait for it (off the IOLoop),
+        # so that even the first login gets constrained credentials.
+        if not await asyncio.to_thread(guard.delegation_ready, 10):
+            problem = guard.acceptor.delegation.problem if guard.acceptor.delegation else ""
+            print(f"warning: no constrained delegation: {problem}", file=sys.stderr)
     report = inspect_keytab(kerberos["keytab"])
     try:
         principal = report.check(guard.settings.service, hostname)

@@ -28,9 +28,10 @@ have ldapmodify   || need+=(ldap-utils)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 [ -f "$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["include"])')/Python.h" ] \
   || need+=(python3-dev)
-# The demo's browser test: Firefox ESR, and certutil to trust the development CA.
+# The demo's browser tests: Firefox ESR, Chromium, and certutil to trust the development CA.
 if [ "${TORNADO_KERB_NO_BROWSER:-}" != 1 ]; then
   have firefox-esr || need+=(firefox-esr)
+  have chromium    || need+=(chromium)
   have certutil    || need+=(libnss3-tools)
 fi
 
