@@ -26,7 +26,8 @@ __all__ = ["default_realm", "parse_basic", "prove_password"]
 _MAX_USER = 256
 _MAX_PASSWORD = 1024
 # One regex search, not a generator per character: this runs on every Basic request.
-_CONTROL = re.compile("[\x00-\x1f\x7f]")
+# C0, DEL and C1 (U+0080-U+009F: CSI is a terminal escape, NEL a line break).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 def default_realm() -> str | None:

@@ -39,6 +39,7 @@ from .errors import (
     Forbidden,
     KDCUnavailable,
     KerberosError,
+    LocalNameError,
     NoCredentials,
 )
 from .negotiate import Accepted, Acceptor, parse_negotiate
@@ -309,7 +310,16 @@ class KerberosGuard:
             min_version=2,
         )
         session = decode_session(raw, now) if raw else None
-        if session is None or self._refusal(session.principal):
+        username = None
+        if session is not None and not self._refusal(session.principal):
+            try:
+                username = self._local_name_for(handler, session.principal)
+            except LocalNameError:
+                # We never sign a principal krb5 cannot parse: a cookie forged with the
+                # secret, or a rule that broke since. Either way not a login: the fresh
+                # one that follows fails closed (503) if the rule is what broke.
+                username = None
+        if session is None or username is None:
             self._verified.pop(value, None)
             log.info("session cookie ignored from %s", handler.request.remote_ip)
             handler.clear_cookie(opts.name, path=opts.path)
@@ -319,7 +329,7 @@ class KerberosGuard:
             session.mechanism,
             None,
             float(session.expires_at),
-            self._local_name_for(handler, session.principal),
+            username,
             True,
         )
         if len(self._verified) >= _VERIFIED_SESSIONS:
