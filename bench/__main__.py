@@ -275,14 +275,20 @@ class Bench:
         print(line, flush=True)
 
     def ratio_row(
-        self, name: str, base: str, baseline: list[float], ours: list[float], target: float
+        self,
+        name: str,
+        base: str,
+        baseline: list[float],
+        ours: list[float],
+        target: float,
+        ours_name: str = "tornado_kerb",
     ) -> None:
         """The median of the per-round ratios (each round pairs measurements made back to
         back), with the median rates for reference."""
         ratio = statistics.median(o / b for o, b in zip(ours, baseline, strict=True))
         text = (
             f"{base} {statistics.median(baseline):7.0f} req/s, "
-            f"tornado_kerb {statistics.median(ours):7.0f} req/s"
+            f"{ours_name} {statistics.median(ours):7.0f} req/s"
         )
         self.rows.append(Row(name, text, ratio, target))
 
@@ -301,7 +307,7 @@ class Bench:
         # The bench measuring itself: the same server against itself should come out 1.
         starts = [lambda: self.start("floor"), lambda: self.start("floor")]
         first, second = await self.alternate(starts, [self.tokens, self.tokens], "noise")
-        self.ratio_row("noise (floor vs floor)", "floor", first, second, 0.0)
+        self.ratio_row("noise (floor vs floor)", "floor", first, second, 0.0, "floor")
 
     async def cookie_and_cache(self, rows: list[str]) -> None:
         n = self.args.requests

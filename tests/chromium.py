@@ -37,9 +37,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from tests.firefox import trust_ca
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CERTUTIL = shutil.which("certutil")  # Debian package libnss3-tools
-CA_NICKNAME = "tornado_kerb-dev-ca"
 
 # Quiet and local: no first-run work, no component or background downloads.
 FLAGS = [
@@ -89,22 +90,7 @@ def prepare_profile(
     nssdb = profile / "home" / ".pki" / "nssdb"
     nssdb.mkdir(parents=True, exist_ok=True)
     if ca_pem is not None:
-        certutil = CERTUTIL or "certutil"
-        db = f"sql:{nssdb}"
-        if not (nssdb / "cert9.db").exists():
-            subprocess.run(
-                [certutil, "-N", "-d", db, "--empty-password"],
-                check=True,
-                capture_output=True,
-                timeout=30,
-            )
-        # "C,," = trusted CA for TLS server certificates (not e-mail, not code signing).
-        subprocess.run(
-            [certutil, "-A", "-d", db, "-n", CA_NICKNAME, "-t", "C,,", "-i", str(ca_pem)],
-            check=True,
-            capture_output=True,
-            timeout=30,
-        )
+        trust_ca(nssdb, ca_pem)
     return profile
 
 

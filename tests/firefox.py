@@ -87,22 +87,28 @@ def prepare_profile(
         "".join(f"user_pref({_js(k)}, {_js(v)});\n" for k, v in prefs.items())
     )
     if ca_pem is not None:
-        db = f"sql:{profile}"
-        if not (profile / "cert9.db").exists():
-            subprocess.run(
-                [CERTUTIL, "-N", "-d", db, "--empty-password"],
-                check=True,
-                capture_output=True,
-                timeout=30,
-            )
-        # "C,," = trusted CA for TLS server certificates (not e-mail, not code signing).
+        trust_ca(profile, ca_pem)
+    return profile
+
+
+def trust_ca(nssdb: Path, ca_pem: str | os.PathLike) -> None:
+    """Make the NSS database in directory ``nssdb`` (created if need be) trust ``ca_pem``
+    for TLS servers: what Firefox profiles and Chromium's ~/.pki/nssdb both read."""
+    db = f"sql:{nssdb}"
+    if not (nssdb / "cert9.db").exists():
         subprocess.run(
-            [CERTUTIL, "-A", "-d", db, "-n", CA_NICKNAME, "-t", "C,,", "-i", str(ca_pem)],
+            [CERTUTIL, "-N", "-d", db, "--empty-password"],
             check=True,
             capture_output=True,
             timeout=30,
         )
-    return profile
+    # "C,," = trusted CA for TLS server certificates (not e-mail, not code signing).
+    subprocess.run(
+        [CERTUTIL, "-A", "-d", db, "-n", CA_NICKNAME, "-t", "C,,", "-i", str(ca_pem)],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
 
 
 def firefox_env(profile: Path, env: Mapping[str, str]) -> dict[str, str]:
