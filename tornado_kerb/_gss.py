@@ -34,6 +34,9 @@ _KDC_UNREACHABLE = {156}  # KRB5_KDC_UNREACH
 
 # Message fragments of MIT's krb5 error table, for tokens that came through SPNEGO.
 _ACCEPT_REASONS = (
+    # The two most common deployment mistakes, in MIT's current words.
+    ("not found in keytab", "stale-keytab"),  # "kvno 2 not found in keytab; … out of date"
+    ("does not match server principal", "wrong-service"),  # a name the keytab also holds
     ("replay", "replay"),
     ("expired", "expired"),
     ("skew", "clock-skew"),
@@ -77,6 +80,11 @@ def reason_for(err: GSSError, stage: Stage) -> str:
         if fragment in text:
             return word
     return "rejected"
+
+
+def mechanism_message(detail: str) -> str:
+    """MIT's own one-line reason from :func:`describe`'s text (after the minor code)."""
+    return detail.rpartition("): ")[2] or detail
 
 
 def translate(err: GSSError, stage: Stage) -> AuthenticationFailed | KDCUnavailable:

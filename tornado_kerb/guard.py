@@ -27,6 +27,7 @@ import tornado.web
 import tornado.websocket
 
 from . import _localname
+from ._gss import mechanism_message
 from ._header import split_authorization
 from .answers import write_default_answer
 from .basic import default_realm, parse_basic, prove_password
@@ -59,6 +60,14 @@ Verdict = bool | Awaitable[bool]
 # Every browser login starts without credentials: not worth an info line. A ticket our
 # keytab rejects after the KDC accepted the password means someone answers for the KDC.
 _REFUSAL_LEVELS = {"no-credentials": logging.DEBUG, "kdc-not-trusted": logging.WARNING}
+# Refusals that are the server's configuration, not the client: explained, with MIT's words.
+_EXPLAINED = {
+    "stale-keytab": "the keytab is out of date (the KDC has a newer key): ",
+    "wrong-service": "the client asked for another of the keytab's names: ",
+    "wrong-kvno": "the keytab does not hold the key the ticket is for: ",
+    "kdc-not-trusted": "the password was right, but its ticket failed our keytab: keytab out "
+    "of date, or a KDC that is not ours: ",
+}
 _LOCAL_NAME_CACHE = 4096
 _VERIFIED_SESSIONS = 4096
 
@@ -144,6 +153,13 @@ class KerberosGuard:
         """The guard of ``app``: ``app.settings[key]`` itself when it is a guard, else one
         built from it on first use and kept on the application."""
         raw = app.settings.get(key)
+        if raw is None and not hasattr(app, "_tornado_kerb_guard"):
+            # A typo (kerbros=...) would otherwise run on defaults and blame the keytab.
+            log.warning(
+                "the application has no %r setting: tornado_kerb uses its defaults "
+                "(the system keytab, any HTTP/ key in it)",
+                key,
+            )
         if isinstance(raw, KerberosGuard):
             raw._check_once(app)  # on every request: once per application, not each time
             return raw
@@ -163,6 +179,13 @@ class KerberosGuard:
                 "kerberos['session'] needs the application setting 'cookie_secret' "
                 "(a long random string, or a dict of them with 'key_version' to rotate keys)"
             )
+
+    def check(self) -> None:
+        """Do now what the first request would: check the keytab and acquire the acceptor
+        credentials. Raises :class:`~tornado_kerb.KeytabError` (or
+        :class:`~tornado_kerb.ConfigurationError`) so that a broken deployment fails at
+        start-up, not at the first user. Reads files only: no KDC is contacted."""
+        self.acceptor.credentials()
 
     def close(self) -> None:
         """Stop the KDC threads (waiting Basic logins are cancelled). Idempotent."""
@@ -599,7 +622,15 @@ class KerberosGuard:
             self._answer(handler, 403, err.reason, principal=err.principal)
         elif isinstance(err, AuthenticationFailed):
             level = _REFUSAL_LEVELS.get(err.reason, logging.INFO)
-            log.log(level, "Kerberos login refused (%s) from %s", err.reason, peer)
+            why = _EXPLAINED.get(err.reason)
+            if why is None:
+                log.log(level, "Kerberos login refused (%s) from %s", err.reason, peer)
+            else:
+                # Our keytab's problem, not the client's: say what MIT says, at info.
+                mit = mechanism_message(err.detail)
+                log.log(
+                    level, "Kerberos login refused (%s) from %s: %s%s", err.reason, peer, why, mit
+                )
             log.debug("refusal detail: %s", err.detail)
             self._answer(handler, 401, err.reason)
         elif isinstance(err, KDCUnavailable):

@@ -6,6 +6,7 @@ its application's guard and adds the overridable methods Tornado users expect.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import inspect
 from collections.abc import Awaitable, Callable, Iterable
@@ -58,7 +59,11 @@ class KerberosAuthMixin(_HandlerBase):
     _kerberos_own_settings = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Wrap the methods of classes that set ``kerberos_required`` or
+        ``kerberos_optional``, and refuse near-misses of our names (a typo such as
+        ``kerberos_requried = True`` would otherwise leave every method open)."""
         super().__init_subclass__(**kwargs)
+        _refuse_near_misses(cls)
         # Decided once per class, not per request: does it bring its own settings?
         cls._kerberos_own_settings = (
             cls.get_kerberos_settings is not KerberosAuthMixin.get_kerberos_settings
@@ -288,6 +293,33 @@ async def _run_after(
     if inspect.isawaitable(result):
         result = await result
     return result
+
+
+_OUR_NAMES = (
+    "kerberos_required",
+    "kerberos_optional",
+    "kerberos_authorize",
+    "kerberos_local_name",
+    "kerberos_challenge",
+    "kerberos_logout",
+    "kerberos_authenticate",
+    "write_kerberos_answer",
+    "write_kerberos_unauthorized",
+    "get_kerberos_guard",
+    "get_kerberos_settings",
+)
+
+
+def _refuse_near_misses(cls: type) -> None:
+    # A security library must not fail open on a typo in a class attribute.
+    for name in vars(cls):
+        if name in _OUR_NAMES or "kerb" not in name.lower():
+            continue
+        close = difflib.get_close_matches(name, _OUR_NAMES, n=1, cutoff=0.85)
+        if close:
+            raise TypeError(
+                f"{cls.__name__}.{name}: not a tornado_kerb name; did you mean {close[0]!r}?"
+            )
 
 
 def _is_public(method: Callable[..., Any]) -> bool:

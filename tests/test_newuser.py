@@ -1,0 +1,124 @@
+"""What a new user tripped over: typos that failed open, silent defaults, a keytab out of
+date or a wrong service name logged as a bare "rejected", no start-up check."""
+
+from __future__ import annotations
+
+import base64
+import logging
+from typing import Any
+
+import gssapi
+import pytest
+import requests
+import tornado.web
+
+from tests.clients import SPNEGO
+from tests.conftest import TLS, Realm, ServeFn
+from tornado_kerb import KerberosAuthMixin, KerberosGuard, KeytabError, authenticated
+
+
+class Who(KerberosAuthMixin, tornado.web.RequestHandler):
+    @authenticated
+    def get(self) -> None:
+        self.write(self.current_user.principal)
+
+
+@pytest.mark.parametrize(
+    ("typo", "meant"),
+    [
+        ("kerberos_requried", "kerberos_required"),
+        ("kerberos_optinal", "kerberos_optional"),
+        ("kerberos_authorise", "kerberos_authorize"),
+    ],
+)
+def test_a_near_miss_of_our_names_is_refused_when_the_class_is_made(typo: str, meant: str) -> None:
+    with pytest.raises(TypeError, match=f"did you mean '{meant}'"):
+        type("Typo", (KerberosAuthMixin, tornado.web.RequestHandler), {typo: True})
+
+
+def test_names_of_the_apps_own_are_left_alone() -> None:
+    namespace = {"kerberos_realm_name": "EXAMPLE.COM", "kerberos_admins": ("alice",)}
+    type("Mine", (KerberosAuthMixin, tornado.web.RequestHandler), namespace)
+
+
+def test_a_missing_kerberos_setting_is_said_once(
+    serve: ServeFn, realm: Realm, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="tornado_kerb")
+    server = serve([(r"/", Who)], None, kerbros={"keytab": realm.keytab})  # the typo
+    for _ in range(3):
+        requests.get(server.url("/"), timeout=30)
+    said = [r for r in caplog.records if "no 'kerberos' setting" in r.getMessage()]
+    assert len(said) == 1
+
+
+def test_check_fails_at_start_up_not_at_the_first_user(realm: Realm, tmp_path: Any) -> None:
+    KerberosGuard({"keytab": realm.keytab, "hostname": "localhost"}).check()
+    broken = KerberosGuard({"keytab": str(tmp_path / "missing.keytab")})
+    with pytest.raises(KeytabError, match="does not exist"):
+        broken.check()
+    elsewhere = KerberosGuard({"keytab": realm.keytab, "hostname": "www.example.com"})
+    with pytest.raises(KeytabError, match=r"holds no key for HTTP/www\.example\.com@"):
+        elsewhere.check()
+
+
+def _token(target: str) -> str:
+    name = gssapi.Name(target, gssapi.NameType.hostbased_service)
+    ctx = gssapi.SecurityContext(name=name, usage="initiate", mech=SPNEGO)
+    return "Negotiate " + base64.b64encode(ctx.step()).decode()
+
+
+@pytest.fixture(scope="module")
+def stale(realm: Realm, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A keytab for HTTP/stale.localhost whose key the KDC has since replaced."""
+    keytab = str(tmp_path_factory.mktemp("stale") / "stale.keytab")
+    realm.k5.addprinc("HTTP/stale.localhost")
+    realm.k5.extract_keytab("HTTP/stale.localhost", keytab)
+    realm.k5.run_kadminl("cpw -randkey HTTP/stale.localhost")
+    return keytab
+
+
+def test_a_stale_keytab_is_logged_in_mits_words(
+    serve: ServeFn, realm: Realm, stale: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = serve([(r"/", Who)], {"keytab": stale, "hostname": "stale.localhost"})
+    response = requests.get(
+        server.url("/"), headers={"Authorization": _token("HTTP@stale.localhost")}, timeout=30
+    )
+    assert response.status_code == 401
+    (line,) = [r for r in caplog.records if "(stale-keytab)" in r.getMessage()]
+    assert line.levelno == logging.INFO
+    assert "the keytab is out of date" in line.getMessage()
+    assert "kvno" in line.getMessage() and "not found in keytab" in line.getMessage()
+
+
+def test_a_wrong_service_name_is_logged_in_mits_words(
+    serve: ServeFn, realm: Realm, tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    keytab = str(tmp_path / "two.keytab")
+    for host in ("one.localhost", "two.localhost"):
+        realm.k5.addprinc(f"HTTP/{host}")
+        realm.k5.extract_keytab(f"HTTP/{host}", keytab)
+    server = serve([(r"/", Who)], {"keytab": keytab, "hostname": "one.localhost"})
+    response = requests.get(
+        server.url("/"), headers={"Authorization": _token("HTTP@two.localhost")}, timeout=30
+    )
+    assert response.status_code == 401
+    (line,) = [r for r in caplog.records if "(wrong-service)" in r.getMessage()]
+    assert "does not match server principal" in line.getMessage()
+
+
+def test_basic_with_a_stale_keytab_says_so_not_only_spoofing(
+    serve: ServeFn, realm: Realm, stale: str, tls: TLS, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = {"keytab": stale, "hostname": "stale.localhost", "realm": realm.k5.realm}
+    server = serve([(r"/", Who)], settings, https=True)
+    response = requests.get(
+        server.url("/"), auth=("user", realm.password), verify=tls.ca, timeout=30
+    )
+    assert response.status_code == 401
+    (line,) = [r for r in caplog.records if "(kdc-not-trusted)" in r.getMessage()]
+    assert line.levelno == logging.WARNING
+    assert "keytab out of date, or a KDC that is not ours" in line.getMessage()
+    assert "not found in keytab" in line.getMessage()
+    assert realm.password not in caplog.text
