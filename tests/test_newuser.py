@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import pydoc
 from typing import Any
 
 import gssapi
@@ -12,6 +13,7 @@ import pytest
 import requests
 import tornado.web
 
+import tornado_kerb
 from tests.clients import SPNEGO
 from tests.conftest import TLS, Realm, ServeFn
 from tornado_kerb import KerberosAuthMixin, KerberosGuard, KeytabError, authenticated
@@ -122,3 +124,14 @@ def test_basic_with_a_stale_keytab_says_so_not_only_spoofing(
     assert "keytab out of date, or a KDC that is not ours" in line.getMessage()
     assert "not found in keytab" in line.getMessage()
     assert realm.password not in caplog.text
+
+
+def test_help_shows_what_users_need() -> None:
+    settings = pydoc.render_doc(tornado_kerb.KerberosSettings, renderer=pydoc.plaintext)
+    for field in ("kdc_timeout", "s4u2proxy", "channel_binding", "websocket_expiry"):
+        assert field in settings.split("Methods defined here")[0], field
+    user = " ".join((tornado_kerb.KerberosUser.__doc__ or "").split())  # what help() shows
+    assert "Unix time in seconds" in user
+    assert "forwardable" in (tornado_kerb.KerberosUser.__doc__ or "")
+    mixin = pydoc.render_doc(tornado_kerb.KerberosAuthMixin, renderer=pydoc.plaintext)
+    assert "The default implementation does nothing" not in mixin

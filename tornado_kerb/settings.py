@@ -30,6 +30,24 @@ class KerberosSettings:
     way every value is checked (in ``__post_init__``) and a bad one raises
     :class:`~tornado_kerb.ConfigurationError` naming the key. Instances are immutable and
     hashable; list values are kept as tuples.
+
+    Fields (the README's settings table says more):
+
+    * ``keytab``: the service keytab; ``None``: the system default (``KRB5_KTNAME``).
+    * ``service`` (``"HTTP"``), ``hostname`` (``None``: any ``HTTP/`` key in the keytab):
+      which service principal clients get tickets for.
+    * ``realm``: the realm of Basic users and of the Basic challenge (krb5's default).
+    * ``basic`` (``True``): offer Basic, only ever on TLS.
+    * ``kdc_workers`` (16), ``kdc_queue`` (64), ``kdc_timeout`` (15.0 seconds),
+      ``retry_after`` (30 seconds): the KDC thread pool for Basic logins and its 503s.
+    * ``realms``, ``allowed_principals``: who may log in (others get 403).
+    * ``session``, ``basic_cache``: signed session cookies, remembered Basic passwords
+      (``True`` or a dict of options; ``None``: off).
+    * ``s4u2proxy`` (``False``): constrained delegation; needs a KDC that allows this
+      service to delegate (Active Directory: "trust this account for delegation to
+      specified services only"; MIT: the LDAP back end).
+    * ``channel_binding`` (``"allow"``), ``tls_certificate``: TLS channel bindings.
+    * ``websocket_expiry`` (``True``): close a WebSocket when its login ends.
     """
 
     #: Path of the service keytab; ``None`` means the system default keytab.

@@ -19,10 +19,18 @@ CredentialKind = Literal["forwarded", "constrained", "password", "none"]
 class KerberosUser:
     """Who made the request and how they proved it.
 
-    ``delegated_credentials`` is set when the handler may act as the user downstream: the
-    client delegated a ticket (Negotiate), or the user gave a password (Basic). They live
-    as long as the request that brought them: once it finishes the guard drops them, and
-    ``delegated_credentials`` reads ``None`` even on a user object kept elsewhere.
+    ``principal`` (``alice@EXAMPLE.COM``), ``username`` (the local name, ``alice``),
+    ``realm``, ``mechanism`` (``"negotiate"`` or ``"basic"``), ``expires_at`` (Unix time in
+    seconds, when known: the end of the user's ticket), ``from_session`` (a session
+    cookie let them in), ``channel_bound`` (the token was bound to this TLS connection).
+
+    ``delegated_credentials`` is set when the handler may act as the user downstream
+    (``credential_kind`` says how): the client delegated a ticket (Negotiate: the browser
+    must be told to delegate, and the user's ticket must be forwardable, ``kinit -f``),
+    the user gave a password (Basic), or constrained delegation (the ``s4u2proxy``
+    setting, where the KDC allows it). They live as long as the request that brought
+    them: once it finishes the guard drops them, and ``delegated_credentials`` reads
+    ``None`` even on a user object kept elsewhere.
     """
 
     #: Full principal name, ``user@REALM``.
