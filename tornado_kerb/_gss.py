@@ -16,11 +16,12 @@ from gssapi.raw.exceptions import BadChannelBindingsError, DuplicateTokenError
 from gssapi.raw.misc import GSSError
 
 from .errors import AuthenticationFailed, KDCUnavailable, KeytabError
+from .reasons import Reason
 
 _KRB5 = 0x96C73A00  # ERROR_TABLE_BASE_krb5 (-1765328384) as an unsigned minor code
 
 # KDC answers during a Basic login (AS and TGS exchanges), by code offset.
-_PASSWORD_REASONS = {
+_PASSWORD_REASONS: dict[int, Reason] = {
     6: "unknown-user",  # KDC_ERR_C_PRINCIPAL_UNKNOWN
     7: "unknown-service",  # KDC_ERR_S_PRINCIPAL_UNKNOWN: our SPN is not in the KDC
     18: "revoked",  # KDC_ERR_CLIENT_REVOKED: disabled or locked out
@@ -33,7 +34,7 @@ _PASSWORD_REASONS = {
 _KDC_UNREACHABLE = {156}  # KRB5_KDC_UNREACH
 
 # Message fragments of MIT's krb5 error table, for tokens that came through SPNEGO.
-_ACCEPT_REASONS = (
+_ACCEPT_REASONS: tuple[tuple[str, Reason], ...] = (
     # The two most common deployment mistakes, in MIT's current words.
     ("not found in keytab", "stale-keytab"),  # "kvno 2 not found in keytab; … out of date"
     ("does not match server principal", "wrong-service"),  # a name the keytab also holds
@@ -64,7 +65,7 @@ def _offset(err: GSSError) -> int:
     return minor - _KRB5 if _KRB5 <= minor < _KRB5 + 256 else -1
 
 
-def reason_for(err: GSSError, stage: Stage) -> str:
+def reason_for(err: GSSError, stage: Stage) -> Reason:
     """A short word for the log saying why ``stage`` failed."""
     # python-gssapi's classes first (they survive SPNEGO's renumbering), text last.
     if isinstance(err, BadChannelBindingsError):

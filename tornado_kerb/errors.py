@@ -6,6 +6,8 @@ the messages are meant for the server log, never for the response body.
 
 from __future__ import annotations
 
+from .reasons import Reason
+
 
 class KerberosError(Exception):
     """Base class for every error tornado_kerb raises."""
@@ -27,7 +29,7 @@ class KeytabError(KerberosError):
 class LoginError(KerberosError):
     """A login did not succeed; ``reason`` is a short word for the log, ``detail`` more."""
 
-    def __init__(self, reason: str, detail: str = "") -> None:
+    def __init__(self, reason: Reason, detail: str = "") -> None:
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail
@@ -44,7 +46,7 @@ class KDCUnavailable(LoginError):
 class Forbidden(LoginError):
     """The user is authenticated but not allowed here (the answer is 403)."""
 
-    def __init__(self, reason: str, principal: str) -> None:
+    def __init__(self, reason: Reason, principal: str) -> None:
         super().__init__(reason, principal)
         self.principal = principal
 

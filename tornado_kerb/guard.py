@@ -41,9 +41,11 @@ from .errors import (
     KDCUnavailable,
     KerberosError,
     LocalNameError,
+    LoginError,
     NoCredentials,
 )
 from .negotiate import Accepted, Acceptor, parse_negotiate
+from .reasons import Outcome, Reason, outcome_for
 from .session import BasicCache, Session, SessionOptions, decode_session, encode_session
 from .settings import KerberosSettings
 from .user import KerberosUser, Mechanism
@@ -68,6 +70,8 @@ _EXPLAINED = {
     "kdc-not-trusted": "the password was right, but its ticket failed our keytab: keytab out "
     "of date, or a KDC that is not ours: ",
 }
+_SCHEMES = frozenset({"negotiate", "basic"})
+_REMINDER = 60.0  # seconds between error lines while the KDC or the keytab keeps failing
 _LOCAL_NAME_CACHE = 4096
 _VERIFIED_SESSIONS = 4096
 
@@ -144,6 +148,10 @@ class KerberosGuard:
                 ) from None
         self._require_binding = s.channel_binding == "require"
         self._ws_expiry = s.websocket_expiry
+        # Decided once: a guard whose class does not count outcomes pays nothing for them.
+        self._observed = type(self).on_outcome is not KerberosGuard.on_outcome
+        # What is failing (the KDC, the keytab) and when the error log last said so.
+        self._down: dict[str, float] = {}
         # With s4u2proxy: principals with a request in flight, the only ones the guard
         # impersonates (IOLoop thread only: no lock).
         self._live: dict[str, int] | None = {} if s.s4u2proxy else None
@@ -250,6 +258,7 @@ class KerberosGuard:
         if handler._headers_written:
             self._too_late(handler)
         tls = handler.request.protocol == "https"
+        scheme = ""
         try:
             scheme, credentials = split_authorization(
                 handler.request.headers.get("Authorization", "")
@@ -286,7 +295,7 @@ class KerberosGuard:
                 return None
             raise AuthenticationFailed("unsupported-scheme" if scheme else "no-credentials")
         except KerberosError as err:
-            self.refuse(handler, err)
+            self.refuse(handler, err, where=scheme if scheme in _SCHEMES else "")
 
     def challenge(self, handler: Handler) -> NoReturn:
         """Answer 401 with the challenges now, whoever is logged in, and raise
@@ -366,7 +375,7 @@ class KerberosGuard:
             self.check_application(app)
             app._tornado_kerb_checked = True  # type: ignore[attr-defined]
 
-    def _refusal(self, principal: str) -> str | None:
+    def _refusal(self, principal: str) -> Reason | None:
         """The guard-wide checks: why ``principal`` may not log in, or ``None``."""
         realm = principal.rpartition("@")[2]
         if self.realms is not None and realm not in self.realms:
@@ -483,7 +492,7 @@ class KerberosGuard:
             result = self._admit(handler, accepted, "basic")
             return result if isinstance(result, KerberosUser) else await result
         except KerberosError as err:
-            self.refuse(handler, err)
+            self.refuse(handler, err, where="basic", principal=principal)
 
     def _admit(
         self,
@@ -543,6 +552,19 @@ class KerberosGuard:
     def _grant(self, handler: Handler, user: KerberosUser, fresh: bool) -> KerberosUser:
         log.debug("authenticated %s via %s", user.principal, user.mechanism)
         handler.current_user = user
+        if self._down:
+            self._back_up(user, fresh)
+        if self._observed:
+            outcome: Outcome = (
+                "session.ok"
+                if user.from_session
+                else "negotiate.ok"
+                if user.mechanism == "negotiate"
+                else "basic.ok"
+                if fresh
+                else "basic.cached"
+            )
+            self.on_outcome(handler, outcome, user.mechanism, user.principal)
         if user.delegated_credentials is not None or self._live is not None:
             _forget_on_finish(handler, user, self._live)
         if fresh and self._session is not None:
@@ -612,9 +634,36 @@ class KerberosGuard:
 
     # -- answers ------------------------------------------------------------------------
 
-    def refuse(self, handler: Handler, err: KerberosError) -> NoReturn:
-        """The one place a failure becomes a log line and an answer (401, 403 or 503)."""
+    def on_outcome(
+        self,
+        handler: Handler,
+        outcome: Outcome,
+        mechanism: str | None,
+        principal: str | None,
+    ) -> None:
+        """Called with every login's outcome. May be overridden, to count them.
+
+        ``outcome`` is a stable code (:data:`tornado_kerb.reasons.OUTCOMES`: ``negotiate.ok``,
+        ``basic.bad-password``, ``kdc.unreachable``…); ``mechanism`` the scheme tried
+        (``"negotiate"``, ``"basic"``, ``"session"`` or ``None``); ``principal`` the user
+        where known. ``handler.request.request_time()`` gives the seconds so far. Runs on
+        the IOLoop, on the hot path: keep it cheap, never block. Not overridden, it costs
+        nothing.
+        """
+
+    def refuse(
+        self,
+        handler: Handler,
+        err: KerberosError,
+        *,
+        where: str = "",
+        principal: str | None = None,
+    ) -> NoReturn:
+        """The one place a failure becomes a log line, an outcome and an answer (401, 403
+        or 503). ``where``: the scheme that was tried; ``principal``: who, if known."""
         peer = handler.request.remote_ip
+        if self._observed:
+            self._observe_refusal(handler, err, where, principal)
         if isinstance(err, Forbidden):
             log.info(
                 "Kerberos login forbidden (%s) for %s from %s", err.reason, err.principal, peer
@@ -634,11 +683,47 @@ class KerberosGuard:
             log.debug("refusal detail: %s", err.detail)
             self._answer(handler, 401, err.reason)
         elif isinstance(err, KDCUnavailable):
-            log.error("Kerberos login impossible (%s): %s", err.reason, err.detail)
+            if self._going_down("kdc"):
+                log.error("Kerberos login impossible (%s): %s", err.reason, err.detail)
+            else:
+                log.debug("Kerberos login impossible (%s): %s", err.reason, err.detail)
             self._answer(handler, 503, err.reason)
         else:
-            log.error("Kerberos logins impossible, failing closed: %s", err)
+            if self._going_down("keytab"):
+                log.error("Kerberos logins impossible, failing closed: %s", err)
+            else:
+                log.debug("Kerberos logins impossible, failing closed: %s", err)
             self._answer(handler, 503, "unusable")
+
+    def _observe_refusal(
+        self, handler: Handler, err: KerberosError, where: str, principal: str | None
+    ) -> None:
+        if isinstance(err, Forbidden):
+            outcome = outcome_for("authz", err.reason)
+            principal = err.principal
+        elif isinstance(err, LoginError):
+            outcome = outcome_for(where, err.reason)
+        else:
+            outcome = outcome_for("keytab", "unusable")
+        self.on_outcome(handler, outcome, where or None, principal)
+
+    def _going_down(self, what: str) -> bool:
+        """Whether to say at error level that ``what`` (the KDC, the keytab) fails: on
+        the first failure, then every :data:`_REMINDER` seconds, not on every request."""
+        now = time.monotonic()
+        last = self._down.get(what)
+        if last is not None and now - last < _REMINDER:
+            return False
+        self._down[what] = now
+        if last is not None:
+            log.error("still failing: %s (since the last message %.0f s ago)", what, now - last)
+        return True
+
+    def _back_up(self, user: KerberosUser, fresh: bool) -> None:
+        # Any login proves the keytab works; a fresh Basic one that the KDC works.
+        for what in ("keytab", "kdc") if fresh and user.mechanism == "basic" else ("keytab",):
+            if self._down.pop(what, None) is not None:
+                log.warning("Kerberos logins work again (%s)", what)
 
     def write_answer(
         self, handler: Handler, status: int, reason: str, principal: str | None = None
