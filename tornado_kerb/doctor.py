@@ -1,0 +1,675 @@
+"""``tornado-kerb doctor``: find the broken keytab, SPN, KDC or clock before users do.
+
+Most Kerberos web deployments fail on configuration, not code. Each check here returns a
+:class:`Check` (``OK``, ``WARN`` or ``FAIL``, one line of detail, one line of advice);
+:func:`run` runs them in order and leaves out those an earlier failure makes pointless::
+
+    checks = run(keytab="/etc/http.keytab", hostname="www.example.com")
+    print(render_text(checks))
+    sys.exit(exit_code(checks))
+
+Nothing is changed on the way. The KDC probe only opens a TCP connection. The end-to-end
+check copies the caller's ticket-granting ticket into a private ``MEMORY:`` cache, so the
+service ticket it asks for is fresh (a cached one would hide a key the KDC has changed
+since) and the caller's own cache is left as it was. Results name principals, kvnos and
+enctypes, never key material.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pwd
+import re
+import shlex
+import socket
+import stat
+import time
+from collections.abc import Iterator, Sequence
+from typing import Literal
+from urllib.parse import urlsplit
+
+import gssapi
+import krb5
+from gssapi.raw.misc import GSSError
+
+from ._gss import translate
+from .basic import default_realm
+from .errors import KerberosError
+from .keytab import KeytabReport, inspect_keytab, wanted_prefix
+from .negotiate import Acceptor
+
+__all__ = [
+    "Check",
+    "CheckName",
+    "Status",
+    "canonical_name",
+    "exit_code",
+    "render_json",
+    "render_text",
+    "run",
+]
+
+Status = Literal["OK", "WARN", "FAIL"]
+#: Stable check names, in the order :func:`run` reports them.
+CheckName = Literal[
+    "keytab",
+    "permissions",
+    "principals",
+    "spn",
+    "enctypes",
+    "krb5.conf",
+    "realm",
+    "kdc",
+    "url",
+    "end-to-end",
+    "clock",
+]
+
+# Single DES, triple DES (RFC 8429) and RC4: a keytab holding nothing better is one
+# hardening step (or one MIT upgrade) away from failing every login.
+_WEAK = re.compile(r"^(des|arcfour|rc4)", re.IGNORECASE)
+_KDC_PORT = 88
+_CONNECT_TIMEOUT = 2.0
+# MIT's default clockskew: past it, tickets are "not yet valid" or "expired" on arrival.
+_MAX_SKEW = 300
+_FAIR_SKEW = 60
+_SHOWN_PRINCIPALS = 6
+_EXTRACT = "MIT: kadmin ktadd -norandkey; AD: ktpass or msktutil; FreeIPA: ipa-getkeytab"
+
+
+@dataclasses.dataclass(frozen=True)
+class Check:
+    """One finding: a status, a stable name, one line of detail and one line of advice."""
+
+    status: Status
+    name: CheckName
+    detail: str
+    #: What to do about it; empty when there is nothing to do.
+    advice: str = ""
+
+    def __post_init__(self) -> None:
+        # One line each, whatever MIT's messages or a principal name hold.
+        object.__setattr__(self, "detail", " ".join(self.detail.split()))
+        object.__setattr__(self, "advice", " ".join(self.advice.split()))
+
+    def as_dict(self) -> dict[str, str]:
+        """The check as a JSON-ready dict."""
+        return dataclasses.asdict(self)
+
+
+def run(
+    keytab: str | None = None,
+    service: str = "HTTP",
+    hostname: str | None = None,
+    realm: str | None = None,
+    url: str | None = None,
+) -> list[Check]:
+    """Run every check and return the findings, in order.
+
+    The arguments mean what :class:`~tornado_kerb.KerberosSettings` says; ``url`` is the
+    address users type, whose host (unless ``hostname`` is given) is the host we serve.
+    """
+    url_host = _url_host(url) if url is not None else None
+    hostname = hostname or url_host
+    report = inspect_keytab(keytab)
+    checks = list(_keytab_checks(report, service, hostname))
+    checks += _config_checks(realm, report, service, hostname)
+    canonical = None
+    if url is not None:
+        url_check, canonical = _url_check(url_host, report, service)
+        checks.append(url_check)
+    if report.problem is None:
+        spns = report.ours(service, hostname)
+        if canonical and canonical != hostname:
+            spns += report.ours(service, canonical)
+        if spns:
+            checks += _end_to_end(report, service, sorted(set(spns)))
+    return checks
+
+
+def exit_code(checks: Sequence[Check]) -> int:
+    """0 when nothing failed, 1 otherwise."""
+    return 1 if any(check.status == "FAIL" for check in checks) else 0
+
+
+def render_text(checks: Sequence[Check]) -> str:
+    """One line per check, its advice indented below it, and a count."""
+    width = max((len(check.name) for check in checks), default=0)
+    lines = []
+    for check in checks:
+        lines.append(f"{check.status:<4}  {check.name:<{width}}  {check.detail}")
+        if check.advice:
+            lines.append(f"{'':4}  {'':<{width}}  -> {check.advice}")
+    counts = _counts(checks)
+    lines.append(", ".join(f"{n} {status}" for status, n in counts.items()))
+    return "\n".join(lines)
+
+
+def render_json(checks: Sequence[Check]) -> str:
+    """The checks, the counts and the exit code as a JSON document."""
+    return json.dumps(
+        {
+            "checks": [check.as_dict() for check in checks],
+            "counts": _counts(checks),
+            "exit_code": exit_code(checks),
+        },
+        indent=2,
+    )
+
+
+def _counts(checks: Sequence[Check]) -> dict[str, int]:
+    return {s: sum(c.status == s for c in checks) for s in ("FAIL", "WARN", "OK")}
+
+
+# -- the keytab ------------------------------------------------------------------------
+
+
+def _keytab_checks(report: KeytabReport, service: str, hostname: str | None) -> Iterator[Check]:
+    where = report.path or report.name
+    if report.problem:
+        yield Check("FAIL", "keytab", f"{where} {report.problem}", _keytab_advice(report))
+    else:
+        yield Check("OK", "keytab", f"{where} is readable by {_user(os.geteuid())}", _as_root())
+    if report.path is not None:
+        try:
+            st = os.stat(report.path)
+        except OSError:
+            st = None
+        if st is not None and stat.S_ISREG(st.st_mode):
+            yield _permissions(report.path, st)
+    if report.problem:
+        return
+    yield Check("OK", "principals", _describe_entries(report))
+    ours = report.ours(service, hostname)
+    prefix = wanted_prefix(service, hostname)
+    if ours:
+        anyhost = "" if hostname else f" (no hostname given: any {service}/ key is accepted)"
+        yield Check("OK", "spn", f"holds {', '.join(ours)}{anyhost}")
+    else:
+        yield Check(
+            "FAIL",
+            "spn",
+            f"holds no key for {prefix}… (it holds {', '.join(report.principals())})",
+            f"extract {service}/{hostname or 'HOST'} into this keytab ({_EXTRACT}), "
+            "or pass the --service/--hostname it was made for",
+        )
+    yield _enctypes(report, ours)
+
+
+def _keytab_advice(report: KeytabReport) -> str:
+    path = shlex.quote(report.path or report.name)
+    problem = report.problem or ""
+    if problem == "does not exist":
+        return f"pass --keytab PATH (or set KRB5_KTNAME), or create it ({_EXTRACT})"
+    if problem.startswith("is not readable"):
+        return (
+            "run doctor as the server's user, and let that user alone read it: "
+            f"chown USER {path} && chmod 600 {path}"
+        )
+    if problem == "holds no keys":
+        return f"extract the service key into it ({_EXTRACT})"
+    return f"check that it is a keytab: klist -k {path}"
+
+
+def _permissions(path: str, st: os.stat_result) -> Check:
+    mode = stat.S_IMODE(st.st_mode)
+    owner = _user(st.st_uid)
+    who = " and ".join(name for name, bits in (("group", 0o060), ("others", 0o006)) if mode & bits)
+    if not who:
+        return Check("OK", "permissions", f"mode {mode:04o}, owner {owner}: only the owner")
+    can = "read and write" if mode & 0o022 and mode & 0o044 else "read" if mode & 0o044 else "write"
+    return Check(
+        "WARN",
+        "permissions",
+        f"mode {mode:04o}, owner {owner}: {who} can {can} the service keys",
+        f"chmod 600 {shlex.quote(path)}",
+    )
+
+
+def _describe_entries(report: KeytabReport) -> str:
+    held: dict[str, dict[int, list[str]]] = {}
+    for entry in report.entries:
+        held.setdefault(entry.principal, {}).setdefault(entry.kvno, []).append(entry.enctype)
+    parts = [
+        f"{principal} "
+        + "; ".join(f"kvno {kvno} ({', '.join(types)})" for kvno, types in sorted(kvnos.items()))
+        for principal, kvnos in sorted(held.items())
+    ]
+    more = len(parts) - _SHOWN_PRINCIPALS
+    shown = "; ".join(parts[:_SHOWN_PRINCIPALS]) + (f"; and {more} more" if more > 0 else "")
+    return f"{len(report.entries)} keys: {shown}"
+
+
+def _enctypes(report: KeytabReport, ours: list[str]) -> Check:
+    # The newest kvno of each principal is what the KDC uses now; older keys only decrypt
+    # tickets issued before a rotation.
+    wanted = set(ours) or set(report.principals())
+    newest: dict[str, int] = {}
+    for entry in report.entries:
+        if entry.principal in wanted:
+            newest[entry.principal] = max(newest.get(entry.principal, 0), entry.kvno)
+    types: dict[str, set[str]] = {p: set() for p in newest}
+    for entry in report.entries:
+        if newest.get(entry.principal) == entry.kvno:
+            types[entry.principal].add(entry.enctype)
+    weak_only = sorted(p for p, ts in types.items() if ts and all(_WEAK.match(t) for t in ts))
+    shown = ", ".join(sorted(set().union(*types.values())))
+    if not weak_only:
+        return Check("OK", "enctypes", f"current keys: {shown}")
+    return Check(
+        "WARN",
+        "enctypes",
+        f"{', '.join(weak_only)} {'has' if len(weak_only) == 1 else 'have'} only weak keys "
+        f"({shown}): DES and RC4 are deprecated "
+        "and disabled by hardened clients and KDCs",
+        "ask for AES keys (MIT: cpw -randkey -e aes256-cts-hmac-sha1-96:normal,"
+        "aes128-cts-hmac-sha1-96:normal; AD: enable AES on the account), then extract again",
+    )
+
+
+def _user(uid: int) -> str:
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
+
+
+def _as_root() -> str:
+    if os.geteuid() != 0:
+        return ""
+    return "doctor runs as root, who reads any file: run it as the server's user to be sure"
+
+
+# -- krb5.conf, the realm, the KDC -------------------------------------------------------
+
+
+def _config_checks(
+    realm: str | None, report: KeytabReport, service: str, hostname: str | None
+) -> list[Check]:
+    checks = []
+    env = os.environ.get("KRB5_CONFIG")
+    searched = [p for p in env.split(":") if p] if env else ["/etc/krb5.conf"]
+    found = [p for p in searched if os.path.isfile(p) and os.access(p, os.R_OK)]
+    source = " (from KRB5_CONFIG)" if env else ""
+    if found:
+        checks.append(Check("OK", "krb5.conf", f"{', '.join(found)}{source}"))
+    else:
+        checks.append(
+            Check(
+                "WARN",
+                "krb5.conf",
+                f"no readable krb5.conf: looked at {', '.join(searched)}{source}; "
+                "libkrb5 falls back to DNS and built-in defaults",
+                "create /etc/krb5.conf with [libdefaults] default_realm and the realm's kdc, "
+                "or point KRB5_CONFIG at one",
+            )
+        )
+    default = default_realm()
+    if realm and default and realm != default:
+        checks.append(
+            Check(
+                "WARN",
+                "realm",
+                f"--realm {realm}, but krb5's default realm is {default}",
+                f"fine if users log in from several realms; else set default_realm = {realm}",
+            )
+        )
+    elif realm or default:
+        how = "krb5's default realm" if default else "given; krb5 has no default realm"
+        checks.append(Check("OK", "realm", f"{realm or default} ({how})"))
+    else:
+        checks.append(
+            Check(
+                "WARN",
+                "realm",
+                "no default realm: Basic logins with a bare user name have no realm",
+                "set default_realm in [libdefaults] of krb5.conf, or the 'realm' setting",
+            )
+        )
+    target = realm or default
+    if target is None and report.problem is None:
+        ours = report.ours(service, hostname)
+        target = ours[0].rpartition("@")[2] if ours else None
+    if target is not None:
+        checks.append(_kdc_check(target, _profile_kdcs(found, target)))
+    return checks
+
+
+def _profile_kdcs(files: Sequence[str], realm: str) -> list[str]:
+    """The ``kdc =`` values for ``realm`` in krb5.conf files (and the files they include).
+
+    pykrb5 has no profile API; the syntax is simple enough: ``[realms]``, then
+    ``REALM = { ... }`` with ``kdc = host[:port]`` relations at its first level.
+    """
+    kdcs: list[str] = []
+    seen: set[str] = set()
+
+    def parse(path: str, depth: int) -> None:
+        if path in seen or depth > 8:
+            return
+        seen.add(path)
+        try:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                lines = f.read().splitlines()
+        except OSError:
+            return
+        section, current, level = "", "", 0
+        for raw in lines:
+            line = raw.strip()
+            if not line or line[0] in "#;":
+                continue
+            word, _, rest = line.partition(" ")
+            if level == 0 and word in ("include", "includedir"):
+                for name in _included(word, rest.strip()):
+                    parse(name, depth + 1)
+                continue
+            if level == 0 and line.startswith("["):
+                section = line[1:].partition("]")[0].strip()
+                continue
+            if line.startswith("}"):
+                level = max(0, level - 1)
+                continue
+            key, _, value = line.partition("=")
+            key, value = key.strip().rstrip("*").strip(), value.strip()
+            if value.startswith("{"):
+                level += 1
+                current = key if level == 1 else current
+            elif section == "realms" and level == 1 and current == realm and key == "kdc":
+                kdcs.append(value.strip('"'))
+
+    for path in files:
+        parse(path, 0)
+    return kdcs
+
+
+def _included(directive: str, target: str) -> list[str]:
+    if directive == "include":
+        return [target]
+    try:
+        names = sorted(os.listdir(target))
+    except OSError:
+        return []
+    # MIT's rule: names of letters, digits, "-" and "_", or ending in ".conf".
+    return [
+        os.path.join(target, n) for n in names if re.fullmatch(r"[\w-]+", n) or n.endswith(".conf")
+    ]
+
+
+def _kdc_endpoint(value: str) -> tuple[str, str, int]:
+    """``(transport, host, port)`` of a ``kdc =`` value: ``tcp/``, ``udp/``, ``https``."""
+    if value.startswith(("https://", "http://")):  # MS-KKDCP proxy
+        url = urlsplit(value)
+        return "https", url.hostname or "", url.port or 443
+    transport = "any"
+    if value[:4].lower() in ("tcp/", "udp/"):
+        transport, value = value[:3].lower(), value[4:]
+    if value.startswith("["):
+        host, _, rest = value[1:].partition("]")
+        port = rest.lstrip(":")
+    elif value.count(":") == 1:
+        host, port = value.split(":")
+    else:
+        host, port = value, ""
+    return transport, host, int(port) if port.isdigit() else _KDC_PORT
+
+
+def _kdc_check(realm: str, kdcs: list[str]) -> Check:
+    if not kdcs:
+        return Check(
+            "WARN",
+            "kdc",
+            f"krb5.conf names no kdc for {realm}: libkrb5 looks in DNS "
+            f"(_kerberos._tcp.{realm} SRV records), which doctor does not check",
+            f"add kdc = HOST to [realms] {realm} = {{ ... }}, or check those SRV records",
+        )
+    up, down, udp = [], [], []
+    for value in kdcs:
+        transport, host, port = _kdc_endpoint(value)
+        if transport == "udp":
+            udp.append(value)
+            continue
+        start = time.monotonic()
+        try:
+            socket.create_connection((host, port), timeout=_CONNECT_TIMEOUT).close()
+        except OSError as err:
+            down.append(f"{host}:{port} ({err.strerror or err})")
+        else:
+            up.append(f"{host}:{port} ({(time.monotonic() - start) * 1000:.0f} ms)")
+    probe = "a TCP connect, no request sent"
+    if up and not down:
+        return Check("OK", "kdc", f"{realm}: connected to {', '.join(up)} ({probe})")
+    if up:
+        return Check(
+            "WARN",
+            "kdc",
+            f"{realm}: connected to {', '.join(up)}, not to {', '.join(down)}",
+            "one KDC down halves the failover: check it runs and port 88 is open to it",
+        )
+    if down:
+        return Check(
+            "FAIL",
+            "kdc",
+            f"{realm}: could not connect to any KDC: {', '.join(down)} ({probe})",
+            "check the KDC's name resolves, it runs, and firewalls let TCP port 88 through",
+        )
+    return Check(
+        "WARN",
+        "kdc",
+        f"{realm}: only udp/ KDCs are configured ({', '.join(udp)}); doctor probes TCP only",
+        "the end-to-end check (after kinit) shows whether the KDC answers",
+    )
+
+
+# -- the URL browsers use ----------------------------------------------------------------
+
+
+def _url_host(url: str) -> str | None:
+    host = urlsplit(url if "//" in url else f"//{url}").hostname
+    return host.rstrip(".").lower() if host else None
+
+
+def canonical_name(host: str) -> str:
+    """The host's DNS canonical name (CNAMEs followed), as browsers and MIT build SPNs.
+
+    MIT clients may also look the address up again (``rdns``, on by default); that reverse
+    name is not checked here.
+    """
+    info = socket.getaddrinfo(host, None, flags=socket.AI_CANONNAME)
+    return (info[0][3] or host).rstrip(".").lower()
+
+
+def _url_check(host: str | None, report: KeytabReport, service: str) -> tuple[Check, str | None]:
+    if not host:
+        advice = "pass a full URL: --url https://www.example.com/"
+        return Check("FAIL", "url", "the URL has no host name", advice), None
+    try:
+        canonical = canonical_name(host)
+    except (OSError, UnicodeError) as err:
+        return (
+            Check(
+                "FAIL",
+                "url",
+                f"{host} does not resolve ({getattr(err, 'strerror', None) or err})",
+                "browsers build the SPN from the name DNS gives them: fix DNS for it first",
+            ),
+            None,
+        )
+    spn = f"{service}/{canonical}"
+    via = f" ({host} is {canonical} in DNS)" if canonical != host else ""
+    if report.problem is not None:
+        return Check("WARN", "url", f"browsers will ask for {spn}{via}; keytab not read"), None
+    if report.ours(service, canonical):
+        check = Check("OK", "url", f"browsers will ask for {spn}{via}: the keytab holds it")
+    elif canonical != host and report.ours(service, host):
+        check = Check(
+            "WARN",
+            "url",
+            f"{host} is {canonical} in DNS: browsers and MIT clients canonicalise and "
+            f"ask for {spn}, the keytab holds {service}/{host} only",
+            f"add {spn} to the KDC and the keytab, or make {host} an A record, not a CNAME",
+        )
+    else:
+        check = Check(
+            "FAIL",
+            "url",
+            f"browsers will ask for {spn}{via}, which the keytab does not hold",
+            f"create {spn} on the KDC and extract it into the keytab ({_EXTRACT})",
+        )
+    return check, canonical
+
+
+# -- the end-to-end check ----------------------------------------------------------------
+
+# Why the KDC refused us a service ticket (tornado_kerb._gss reason words) -> what to do.
+_TICKET_ADVICE = {
+    "unknown-service": "create the principal on the KDC (MIT: addprinc -randkey; AD: setspn "
+    "-S on the service account), then extract it into the keytab",
+    "clock-skew": "synchronise this host's clock with the KDC's (NTP)",
+    "kdc-unreachable": "no KDC answered: see the kdc check",
+}
+
+
+def _end_to_end(report: KeytabReport, service: str, spns: list[str]) -> list[Check]:
+    ctx = krb5.init_context()
+    cache_name = krb5.cc_default_name(ctx).decode(errors="replace")
+    client, tgts, why = None, [], "it holds none"
+    try:
+        cache = krb5.cc_default(ctx)
+        client = cache.principal
+        now = time.time()
+        tgts = [c for c in cache if _is_tgt(c) and c.times.endtime > now]
+    except krb5.Krb5Error as err:
+        why = str(err)
+    if client is None or not tgts:
+        return [
+            Check(
+                "WARN",
+                "end-to-end",
+                f"not run: no valid ticket-granting ticket in {cache_name} ({why}); "
+                "the clock check needs one too",
+                f"run kinit as any user of {spns[0].rpartition('@')[2]}, then doctor again: "
+                "it gets a service ticket for the SPN and accepts it with the keytab",
+            )
+        ]
+    checks = []
+    skew: int | None = None
+    refused_for_skew = False
+    for spn in spns:
+        check, measured, reason = _ticket_round_trip(ctx, client, tgts, report, service, spn)
+        checks.append(check)
+        skew = measured if skew is None else skew
+        refused_for_skew = refused_for_skew or reason == "clock-skew"
+    checks.append(_clock(skew, refused_for_skew))
+    return checks
+
+
+def _is_tgt(creds: krb5.Creds) -> bool:
+    return creds.server is not None and bytes(creds.server.name or b"").startswith(b"krbtgt/")
+
+
+def _ticket_round_trip(
+    ctx: krb5.Context,
+    client: krb5.Principal,
+    tgts: list[krb5.Creds],
+    report: KeytabReport,
+    service: str,
+    spn: str,
+) -> tuple[Check, int | None, str | None]:
+    """Get a fresh ticket for ``spn`` and accept it as the server would: the KDC's current
+    key must be in the keytab. Also returns the KDC's clock minus ours in seconds, and why
+    the KDC refused the ticket (a :mod:`tornado_kerb._gss` reason word)."""
+    memory = krb5.cc_new_unique(ctx, b"MEMORY")
+    try:
+        krb5.cc_initialize(ctx, memory, client)
+        for tgt in tgts:
+            krb5.cc_store_cred(ctx, memory, tgt)
+        store: dict[bytes | str, bytes | str] = {"ccache": b"MEMORY:" + (memory.name or b"")}
+        asked = int(time.time())
+        try:
+            initiator = gssapi.SecurityContext(
+                name=gssapi.Name(spn, gssapi.NameType.kerberos_principal),
+                creds=gssapi.Credentials(usage="initiate", store=store),
+                usage="initiate",
+                mech=gssapi.MechType.kerberos,
+            )
+            token = initiator.step()
+        except GSSError as err:
+            failed = translate(err, "ticket")
+            advice = _TICKET_ADVICE.get(failed.reason, "see the KDC's log for this request")
+            detail = f"the KDC gave no ticket for {spn}: {_mech_message(failed.detail)}"
+            return Check("FAIL", "end-to-end", detail, advice), None, failed.reason
+        kdc_time = _kdc_time(memory, spn)
+        skew = None if kdc_time is None else kdc_time - asked
+        host = spn.partition("/")[2].rpartition("@")[0]
+        try:
+            accepted = Acceptor(report.name, service, host).accept(token)
+            if accepted.output_token:
+                initiator.step(accepted.output_token)  # mutual authentication, as browsers do
+        except (KerberosError, GSSError) as err:
+            return _refused(report, spn, err), skew, None
+        accepted_check = f"a fresh ticket for {spn} was accepted with the keytab"
+        return Check("OK", "end-to-end", accepted_check), skew, None
+    finally:
+        krb5.cc_destroy(ctx, memory)
+
+
+def _kdc_time(memory: krb5.CCache, spn: str) -> int | None:
+    # A TGS reply's starttime is the KDC's clock at issue (authtime is the TGT's).
+    for creds in memory:
+        if not _is_tgt(creds) and creds.server is not None:
+            if bytes(creds.server.name or b"").decode(errors="replace") == spn:
+                start = int(creds.times.starttime)
+                return start or None
+    return None
+
+
+def _refused(report: KeytabReport, spn: str, err: KerberosError | GSSError) -> Check:
+    message = _mech_message(getattr(err, "detail", None) or str(err))
+    kvnos = sorted({e.kvno for e in report.entries if e.principal == spn})
+    held = f" (keytab: kvno {', '.join(map(str, kvnos))})" if kvnos else ""
+    if "kvno" in message or "key version" in message.lower():
+        advice = f"the KDC's key for {spn} has moved on: extract it again ({_EXTRACT} -r)"
+    elif "enctype" in message:
+        advice = f"the keytab lacks the enctype the KDC uses for {spn}: extract it again"
+    elif "integrity" in message.lower():
+        advice = (
+            f"the keytab holds another key for {spn} under the same kvno (another KDC, or a "
+            "reset password): extract it again"
+        )
+    else:
+        advice = "compare the keytab (klist -ek) with the KDC (kvno SPN after kinit)"
+    return Check(
+        "FAIL", "end-to-end", f"the keytab refused a ticket for {spn}: {message}{held}", advice
+    )
+
+
+def _mech_message(detail: str) -> str:
+    # "Major (…): Unspecified GSS failure. … Minor (…): <what MIT really says>"
+    match = re.search(r"Minor \(\d+\): (.*)", detail)
+    return match.group(1) if match else detail
+
+
+def _clock(skew: int | None, refused_for_skew: bool) -> Check:
+    if skew is None:
+        if refused_for_skew:
+            return Check(
+                "FAIL", "clock", "the KDC refused us for clock skew", _TICKET_ADVICE["clock-skew"]
+            )
+        return Check(
+            "WARN", "clock", "not measured: no fresh service ticket to read the KDC's time from"
+        )
+    ahead = "ahead of" if skew > 0 else "behind"
+    detail = f"the KDC's clock is {abs(skew)} s {ahead} ours (±1 s)"
+    if not skew:
+        detail = "the KDC's clock agrees with ours (±1 s)"
+    if abs(skew) <= _FAIR_SKEW:
+        return Check("OK", "clock", detail)
+    status: Status = "WARN" if abs(skew) < _MAX_SKEW else "FAIL"
+    return Check(
+        status,
+        "clock",
+        f"{detail}; Kerberos allows {_MAX_SKEW} s by default",
+        _TICKET_ADVICE["clock-skew"],
+    )
