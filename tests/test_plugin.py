@@ -274,3 +274,8 @@ def test_without_k5test_pytest_loads_the_plugin_and_the_fixture_says_why(
     assert "ERROR test_user.py::test_realm" in result.stdout
     assert "needs k5test (pip install 'tornado_kerb[test]')" in result.stdout
     assert result.returncode == 1  # a test error, not an internal or usage error
+
+
+def test_the_readme_shows_the_example_that_runs() -> None:
+    readme = (pathlib.Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert "```python\n" + readme_example() + "```" in readme

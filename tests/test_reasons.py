@@ -118,3 +118,18 @@ def test_the_kdc_being_down_is_an_error_once_then_back_up_is_said(
     realm.proxy.down = False
     assert get(server, tls, auth=("user", realm.password)).status_code == 200
     assert any("work again (kdc)" in r.getMessage() for r in caplog.records)
+
+
+def test_a_refusal_is_one_info_line_with_reason_address_and_principal(
+    serve: ServeFn, realm: Realm, tls: TLS, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="tornado_kerb")
+    settings = {"keytab": realm.keytab, "hostname": "localhost", "realm": "KRBTEST.COM"}
+    server = serve([(r"/", Who)], settings, https=True)
+    assert get(server, tls, auth=("user", "a wrong password")).status_code == 401
+    lines = [r for r in caplog.records if "refused" in r.getMessage()]
+    assert [r.getMessage() for r in lines] == [
+        f"Kerberos login refused (bad-password) for {realm.user} from 127.0.0.1"
+    ]
+    assert lines[0].levelno == logging.INFO
+    assert "a wrong password" not in caplog.text

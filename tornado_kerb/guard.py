@@ -672,7 +672,11 @@ class KerberosGuard:
         elif isinstance(err, AuthenticationFailed):
             level = _REFUSAL_LEVELS.get(err.reason, logging.INFO)
             why = _EXPLAINED.get(err.reason)
-            if why is None:
+            if why is None and principal:  # a Basic user: whom they claimed to be
+                log.log(
+                    level, "Kerberos login refused (%s) for %s from %s", err.reason, principal, peer
+                )
+            elif why is None:
                 log.log(level, "Kerberos login refused (%s) from %s", err.reason, peer)
             else:
                 # Our keytab's problem, not the client's: say what MIT says, at info.
