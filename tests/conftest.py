@@ -26,6 +26,7 @@ import tornado.web
 from tests.kdc_proxy import KDCProxy
 from tornado_kerb.testing import start_realm
 from tornado_kerb.testing.ldap import ldap_available
+from tornado_kerb.testing.plugin import kerberos_realm_session
 from tornado_kerb.testing.postgres import ThrowawayPostgres
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -51,14 +52,9 @@ def require_ldap() -> None:
     pytest.skip(reason, allow_module_level=True)
 
 
-def make_realm(proxy: KDCProxy | None = None, **kwargs: Any) -> k5test.K5Realm:
-    """A realm on a random port base; with ``proxy``, clients reach its KDC through it.
-
-    With a proxy, pass ``get_creds=False``: the proxy learns the KDC's port only after
-    the realm exists.
-    """
-    # TCP first, so every exchange can go through the proxy; forwardable, so clients
-    # can delegate.
+def suite_conf(proxy: KDCProxy | None) -> dict[str, Any]:
+    """krb5.conf settings of the suite's realms: TCP first, so every exchange can go
+    through the proxy; forwardable, so clients can delegate; local-name rules."""
     conf: dict[str, Any] = {
         "libdefaults": {"forwardable": "true", "udp_preference_limit": "1"},
         "realms": {
@@ -67,7 +63,16 @@ def make_realm(proxy: KDCProxy | None = None, **kwargs: Any) -> k5test.K5Realm:
     }
     if proxy is not None:
         conf["realms"]["$realm"]["kdc"] = f"127.0.0.1:{proxy.port}"
-    k5 = start_realm(krb5_conf=conf, **kwargs)
+    return conf
+
+
+def make_realm(proxy: KDCProxy | None = None, **kwargs: Any) -> k5test.K5Realm:
+    """A realm on a random port base; with ``proxy``, clients reach its KDC through it.
+
+    With a proxy, pass ``get_creds=False``: the proxy learns the KDC's port only after
+    the realm exists.
+    """
+    k5 = start_realm(krb5_conf=suite_conf(proxy), **kwargs)
     if proxy is not None:
         proxy.reset(upstream_port=k5.portbase)
     return k5
@@ -91,23 +96,16 @@ class Realm:
 
 @pytest.fixture(scope="session")
 def realm() -> Iterator[Realm]:
+    """The session's realm, from our own pytest plugin (what users get as
+    ``kerberos_realm``), behind a KDC proxy that tests can slow down or cut."""
     proxy = KDCProxy(upstream_port=1)
-    saved = dict(os.environ)
-    k5 = None
     try:
-        k5 = make_realm(proxy, get_creds=False)
-        os.environ.update(k5.env)
-        k5.addprinc("HTTP/localhost")
-        keytab = os.path.join(k5.tmpdir, "http.keytab")
-        k5.extract_keytab("HTTP/localhost", keytab)
-        password = k5.password("user")
-        k5.kinit(k5.user_princ, password, flags=["-f"])  # forwardable: delegation works
-        yield Realm(k5, proxy, keytab, k5.user_princ, password)
+        with kerberos_realm_session(
+            krb5_conf=suite_conf(proxy),
+            prepare=lambda k5: proxy.reset(upstream_port=k5.portbase),
+        ) as ours:
+            yield Realm(ours.k5, proxy, ours.keytab, ours.user, ours.password)
     finally:
-        os.environ.clear()
-        os.environ.update(saved)
-        if k5 is not None:
-            k5.stop()
         proxy.close()
 
 

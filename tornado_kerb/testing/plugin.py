@@ -46,7 +46,7 @@ import contextlib
 import dataclasses
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pytest
@@ -219,14 +219,19 @@ def _file_part(name: str) -> str:
 
 
 def start_kerberos_realm(
-    *, krb5_conf: Mapping[str, Any] | None = None, **kwargs: Any
+    *,
+    krb5_conf: Mapping[str, Any] | None = None,
+    prepare: Callable[[Any], None] | None = None,
+    **kwargs: Any,
 ) -> KerberosRealm:
     """Start a :class:`KerberosRealm`: a k5test realm on a random port base with forwardable
     tickets, the ``HTTP/localhost`` key in its own keytab, and the user's ticket (``kinit
     -f``). Leaves ``os.environ`` alone (see :func:`kerberos_realm_session`).
 
-    ``krb5_conf`` is merged over those settings (``{"libdefaults": {...}}``); other keyword
-    arguments go to ``k5test.K5Realm`` (``realm="EXAMPLE.COM"``). Raises
+    ``krb5_conf`` is merged over those settings (``{"libdefaults": {...}}``); ``prepare``
+    is called with the k5test realm before any principal or ticket is made (to point a
+    KDC proxy at it, say); other keyword arguments go to ``k5test.K5Realm``
+    (``realm="EXAMPLE.COM"``). Raises
     :class:`ImportError` without ``k5test``, :class:`RuntimeError` when no KDC would start.
     """
     refused = [name for name in _REFUSED if name in kwargs]
@@ -246,6 +251,8 @@ def start_kerberos_realm(
     conf["libdefaults"] = {"forwardable": "true", **conf.get("libdefaults", {})}
     k5 = start_realm(krb5_conf=conf, get_creds=False, **kwargs)
     try:
+        if prepare is not None:
+            prepare(k5)
         keytab = os.path.join(k5.tmpdir, "http.keytab")
         k5.addprinc(_HTTP_SERVICE)
         k5.extract_keytab(_HTTP_SERVICE, keytab)
@@ -267,7 +274,10 @@ def start_kerberos_realm(
 
 @contextlib.contextmanager
 def kerberos_realm_session(
-    *, krb5_conf: Mapping[str, Any] | None = None, **kwargs: Any
+    *,
+    krb5_conf: Mapping[str, Any] | None = None,
+    prepare: Callable[[Any], None] | None = None,
+    **kwargs: Any,
 ) -> Iterator[KerberosRealm]:
     """Start a realm (see :func:`start_kerberos_realm`, which takes the same arguments) and
     put its environment into ``os.environ`` until the block ends; then put ``os.environ``
@@ -282,7 +292,7 @@ def kerberos_realm_session(
     saved = dict(os.environ)
     realm = None
     try:
-        realm = start_kerberos_realm(krb5_conf=krb5_conf, **kwargs)
+        realm = start_kerberos_realm(krb5_conf=krb5_conf, prepare=prepare, **kwargs)
         os.environ.update(realm.env)
         yield realm
     finally:
