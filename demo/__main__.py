@@ -156,10 +156,12 @@ async def serve(realm: DemoRealm | None) -> None:
         # The guard fetches its own TGT in the background; wait for it (off the IOLoop),
         # so that even the first login gets constrained credentials.
         if not await asyncio.to_thread(guard.delegation_ready, 10):
-            problem = guard.acceptor.delegation.problem if guard.acceptor.delegation else ""
-            print(f"warning: no constrained delegation: {problem}", file=sys.stderr)
+            print(
+                f"warning: no constrained delegation: {guard.delegation_problem}", file=sys.stderr
+            )
     report = inspect_keytab(kerberos["keytab"])
     try:
+        guard.check()  # what the first request would do: fails here instead
         principal = report.check(guard.settings.service, hostname)
         kvnos = sorted({e.kvno for e in report.entries if e.principal == principal})
         print(f"keytab {report.name}: {principal} (kvno {kvnos})", file=sys.stderr)

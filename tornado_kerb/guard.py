@@ -436,6 +436,12 @@ class KerberosGuard:
             )
         return await tornado.ioloop.IOLoop.current().run_in_executor(None, call)
 
+    @property
+    def delegation_problem(self) -> str:
+        """Why constrained delegation cannot be used now ("" when it can, or is off)."""
+        delegation = self.acceptor.delegation
+        return "" if delegation is None or delegation.current() else delegation.problem
+
     def delegation_ready(self, timeout: float | None = None) -> bool:
         """Wait until constrained delegation can be used (the ``s4u2proxy`` setting: our
         own TGT, fetched in the background from the moment the guard is built); whether
