@@ -146,7 +146,7 @@ def test_add_user_has_a_forwardable_ticket_of_its_own(kerberos_realm, serve):
     header = kerberos_realm.negotiate_header(delegate=True, ccache=alice.ccache)
     response = requests.get(url, headers={"Authorization": header}, timeout=30)
     assert response.json() == {"principal": alice.principal, "delegated": True}
-    header = kerberos_realm.negotiate_header(ccache=alice.ccache)
+    header = kerberos_realm.negotiate_header(url, ccache=alice.ccache)  # a URL: HTTP@its host
     response = requests.get(url, headers={"Authorization": header}, timeout=30)
     assert response.json() == {"principal": alice.principal, "delegated": False}
     auth = kerberos_realm.requests_auth(ccache=alice.ccache)

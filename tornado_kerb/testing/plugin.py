@@ -46,6 +46,7 @@ import contextlib
 import dataclasses
 import os
 import re
+import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -145,7 +146,8 @@ class KerberosRealm:
         self, target: str = "HTTP@localhost", *, delegate: bool = False, ccache: str | None = None
     ) -> str:
         """An ``Authorization`` header value, ``Negotiate <SPNEGO token>``, for ``target``
-        (a host-based service name, ``service@host``), as a browser would send it.
+        (a host-based service name, ``service@host``, or a URL: ``HTTP@`` its host, as a
+        browser builds it), as a browser would send it.
 
         The token comes from :attr:`user`'s ticket, or from the cache ``ccache`` (see
         :meth:`add_user`). With ``delegate``, the client forwards its ticket, and the
@@ -155,6 +157,8 @@ class KerberosRealm:
         """
         import gssapi
 
+        if "://" in target:
+            target = f"HTTP@{urllib.parse.urlsplit(target).hostname or 'localhost'}"
         flags = int(gssapi.RequirementFlag.mutual_authentication)
         if delegate:
             flags |= gssapi.RequirementFlag.delegate_to_peer
