@@ -30,6 +30,7 @@ from tornado_kerb import (
 )
 from tornado_kerb.delegation import ConstrainedDelegation
 from tornado_kerb.negotiate import Acceptor
+from tornado_kerb.testing import realm_environment
 from tornado_kerb.testing.ldap import LDAPRealm, start_ldap_realm
 from tornado_kerb.testing.postgres import ThrowawayPostgres
 
@@ -60,16 +61,18 @@ class Domain:
 @pytest.fixture(scope="module")
 def domain() -> Iterator[Domain]:
     """One LDAP realm and one PostgreSQL for the module; their environment meanwhile."""
-    saved = dict(os.environ)  # the session realm's, if it started first: put it back
-    realm = postgres = None
+    conf = {
+        "libdefaults": {"forwardable": "true"},
+        "realms": {"$realm": {"auth_to_local": AUTH_TO_LOCAL}},
+    }
+    # The session realm's environment, if it started first, comes back afterwards.
+    with start_ldap_realm(krb5_conf=conf) as realm, realm_environment(realm.k5.env):
+        yield from _domain(realm)
+
+
+def _domain(realm: LDAPRealm) -> Iterator[Domain]:
+    postgres = None
     try:
-        realm = start_ldap_realm(
-            krb5_conf={
-                "libdefaults": {"forwardable": "true"},
-                "realms": {"$realm": {"auth_to_local": AUTH_TO_LOCAL}},
-            }
-        )
-        os.environ.update(realm.k5.env)
         k5 = realm.k5
         keytab = os.path.join(k5.tmpdir, "http.keytab")
         k5.addprinc("HTTP/localhost")
@@ -84,12 +87,8 @@ def domain() -> Iterator[Domain]:
         realm.allow_protocol_transition("HTTP/localhost")
         yield Domain(realm, keytab, postgres, alice_ccache)
     finally:
-        os.environ.clear()
-        os.environ.update(saved)
         if postgres is not None:
             postgres.stop()
-        if realm is not None:
-            realm.stop()
 
 
 class Database(KerberosAuthMixin, tornado.web.RequestHandler):

@@ -18,6 +18,7 @@ import pytest
 
 from tests.conftest import AUTH_TO_LOCAL, require_ldap
 from tests.test_postgres_fixture import stat
+from tornado_kerb.testing import realm_environment
 from tornado_kerb.testing.ldap import LDAPRealm, start_ldap_realm
 
 require_ldap()
@@ -40,17 +41,8 @@ KDC_ERR_BADOPTION = 2529638925
 def ldap_realm() -> Iterator[LDAPRealm]:
     """One LDAP-backed realm for the module, its environment in os.environ meanwhile."""
     # The session realm may have put its KRB5_CONFIG etc. here: later tests need it back.
-    saved = dict(os.environ)
-    realm = None
-    try:
-        realm = start_ldap_realm(krb5_conf=KRB5_CONF)
-        os.environ.update(realm.k5.env)
+    with start_ldap_realm(krb5_conf=KRB5_CONF) as realm, realm_environment(realm.k5.env):
         yield realm
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-        if realm is not None:
-            realm.stop()
 
 
 class Services:

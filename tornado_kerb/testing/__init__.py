@@ -11,10 +11,13 @@ Needs ``k5test`` (the ``test`` extra) and MIT krb5's KDC programs::
 
 from __future__ import annotations
 
+import contextlib
+import os
 import random
+from collections.abc import Iterator, Mapping
 from typing import Any
 
-__all__ = ["random_portbase", "start_realm"]
+__all__ = ["random_portbase", "realm_environment", "start_realm"]
 
 # Below Linux's ephemeral port range (32768+), where servers bound to port 0 land.
 _PORTS = range(20000, 32000, 10)
@@ -46,3 +49,17 @@ def start_realm(*, attempts: int = 5, **kwargs: Any) -> Any:
         except Exception as err:  # k5test raises a bare Exception when a daemon fails
             last = err
     raise RuntimeError(f"could not start a KDC in {attempts} attempts: {last}")
+
+
+@contextlib.contextmanager
+def realm_environment(env: Mapping[str, str]) -> Iterator[None]:
+    """Put a realm's environment (``KRB5_CONFIG``, ``KRB5CCNAME``…) into ``os.environ`` for
+    the block, then put ``os.environ`` back exactly as it was. For tests only: a server
+    never changes the process environment."""
+    saved = dict(os.environ)
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)

@@ -293,17 +293,11 @@ def kerberos_realm_session(
             with kerberos_realm_session(realm="EXAMPLE.COM") as realm:
                 yield realm
     """
-    saved = dict(os.environ)
-    realm = None
-    try:
-        realm = start_kerberos_realm(krb5_conf=krb5_conf, prepare=prepare, **kwargs)
-        os.environ.update(realm.env)
-        yield realm
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-        if realm is not None:
-            realm.stop()
+    from tornado_kerb.testing import realm_environment
+
+    with start_kerberos_realm(krb5_conf=krb5_conf, prepare=prepare, **kwargs) as realm:
+        with realm_environment(realm.env):
+            yield realm
 
 
 @pytest.fixture(scope="session")
