@@ -388,7 +388,7 @@ class Oracle:
             if scheme == "basic" and https:
                 principal, password = parse_basic(credentials, self.target.realm)
                 return self._password(principal, password)
-            if not scheme:
+            if not scheme and https:  # session "http" is off: never taken on plain HTTP
                 return self._cookie(headers.get("Cookie"))
         except AuthenticationFailed:
             pass

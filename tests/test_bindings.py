@@ -150,3 +150,27 @@ def test_settings_that_cannot_work_are_refused(
 ) -> None:
     with pytest.raises(ConfigurationError, match=complaint):
         KerberosGuard({"keytab": realm.keytab, **settings})
+
+
+def test_require_turns_basic_and_session_cookies_off(
+    serve: ServeFn, realm: Realm, tls: TLS
+) -> None:
+    # A password or a cookie is not bound to the channel: a man in the middle with a
+    # certificate of its own would collect either.
+    settings = {
+        "keytab": realm.keytab,
+        "hostname": "localhost",
+        "realm": "KRBTEST.COM",
+        "channel_binding": "require",
+        "tls_certificate": tls.cert,
+        "session": True,
+    }
+    server = serve([(r"/", Bound)], settings, https=True)  # no cookie_secret needed: off
+    password = requests.get(
+        server.url("/"), auth=("user", realm.password), verify=tls.ca, timeout=30
+    )
+    assert password.status_code == 401
+    assert password.headers["WWW-Authenticate"] == "Negotiate"  # no Basic offered
+    bound = get(server, tls, token(ours(tls)))
+    assert bound.status_code == 200
+    assert "Set-Cookie" not in bound.headers

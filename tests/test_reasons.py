@@ -91,7 +91,7 @@ def test_forbidden_and_kdc_down_have_their_codes(counted: Any, realm: Realm, tls
     get(server, tls, auth=("user", realm.password))
     assert guard.seen == [
         ("authz.forbidden", "negotiate", realm.user),
-        ("kdc.unreachable", "basic", realm.user),
+        ("kdc.unreachable", "basic", None),  # the KDC never said the name is real
     ]
 
 
@@ -133,3 +133,16 @@ def test_a_refusal_is_one_info_line_with_reason_address_and_principal(
     ]
     assert lines[0].levelno == logging.INFO
     assert "a wrong password" not in caplog.text
+
+
+def test_an_unknown_basic_name_is_not_logged_it_may_be_a_password(
+    serve: ServeFn, realm: Realm, tls: TLS, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="tornado_kerb")
+    settings = {"keytab": realm.keytab, "hostname": "localhost", "realm": "KRBTEST.COM"}
+    server = serve([(r"/", Who)], settings, https=True)
+    typed = "Hunter2IsMyPassword"  # typed into the name box
+    assert get(server, tls, auth=(typed, "whatever")).status_code == 401
+    info = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+    assert any("(unknown-user) from 127.0.0.1" in line for line in info)
+    assert not any(typed in line for line in info)

@@ -401,3 +401,24 @@ def test_kdc_timeout_answers_503_and_holds_the_thread_until_libkrb5_returns(
     assert guard._in_flight == 0
     assert get(server, tls.ca, auth=auth).status_code == 200
     guard.close()
+
+
+def test_a_cookie_is_not_taken_on_plain_http_unless_allowed(
+    serve: ServeFn, realm: Realm, tls: Any
+) -> None:
+    # Never set there, so never taken there: a cookie carried over plain HTTP is sniffable.
+    secure = serve(
+        [(r"/", Me)],
+        settings(realm, session=True),
+        https=True,
+        cookie_secret=SECRET,
+    )
+    login = requests.get(
+        secure.url("/"), headers={"Authorization": negotiate_header()}, verify=tls.ca, timeout=30
+    )
+    cookie = login.cookies["tornado_kerb_session"]
+    plain = serve([(r"/", Me)], settings(realm, session=True), cookie_secret=SECRET)
+    response = requests.get(
+        plain.url("/"), headers={"Cookie": f"tornado_kerb_session={cookie}"}, timeout=30
+    )
+    assert response.status_code == 401

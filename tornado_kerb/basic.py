@@ -101,5 +101,5 @@ def prove_password(principal: str, password: str, acceptor: Acceptor) -> Accepte
         accepted = acceptor.accept(token)
     except AuthenticationFailed as err:
         raise AuthenticationFailed("kdc-not-trusted", err.detail) from None
-    expires = time.time() + lifetime if lifetime else accepted.expires_at
+    expires = time.time() + lifetime if lifetime is not None else accepted.expires_at
     return Accepted(accepted.principal, None, creds, expires, "password")

@@ -71,6 +71,9 @@ _EXPLAINED = {
     "of date, or a KDC that is not ours: ",
 }
 _SCHEMES = frozenset({"negotiate", "basic"})
+# Basic refusals that prove the typed name is a real user's: only those name it (in the
+# log, to on_outcome). Users type passwords into the name box; the KDC knew no such name.
+_NAME_IS_REAL = frozenset({"bad-password", "revoked", "password-expired", "kdc-not-trusted"})
 _REMINDER = 60.0  # seconds between error lines while the KDC or the keytab keeps failing
 _LOCAL_NAME_CACHE = 4096
 _VERIFIED_SESSIONS = 4096
@@ -147,6 +150,13 @@ class KerberosGuard:
                     f"kerberos setting 'tls_certificate': {s.tls_certificate}: {err}"
                 ) from None
         self._require_binding = s.channel_binding == "require"
+        self._basic_on = s.basic
+        if self._require_binding and (s.basic or s.session is not None):
+            # A password, or a cookie, is not bound to the channel: a man in the middle
+            # with a certificate of its own would collect either. Only bound tokens.
+            log.info("channel_binding='require': Basic and session cookies are off")
+            self._basic_on = False
+            self._session = None
         self._ws_expiry = s.websocket_expiry
         # Decided once: a guard whose class does not count outcomes pays nothing for them.
         self._observed = type(self).on_outcome is not KerberosGuard.on_outcome
@@ -271,7 +281,7 @@ class KerberosGuard:
                     # On plain HTTP there is no channel to bind to: never bound.
                     raise AuthenticationFailed("unbound", "token not bound to a TLS channel")
                 return self._admit(handler, accepted, "negotiate")
-            offer_basic = self.settings.basic and tls
+            offer_basic = self._basic_on and tls
             if scheme == "basic" and offer_basic:
                 principal, password = parse_basic(credentials, self.realm)
                 if self.basic_cache is not None:
@@ -316,6 +326,8 @@ class KerberosGuard:
         """The user of a valid session cookie, or ``None``: a cookie that is tampered,
         expired, malformed, of another realm or of a principal no longer allowed is
         ignored (and cleared), and the normal challenge follows."""
+        if not opts.http and handler.request.protocol != "https":
+            return None  # never set on plain HTTP, so never taken there either
         header = handler.request.headers.get("Cookie")
         if not header or opts.name not in header:
             return None
@@ -668,6 +680,8 @@ class KerberosGuard:
         """The one place a failure becomes a log line, an outcome and an answer (401, 403
         or 503). ``where``: the scheme that was tried; ``principal``: who, if known."""
         peer = handler.request.remote_ip
+        if principal and getattr(err, "reason", None) not in _NAME_IS_REAL:
+            principal = None  # an unknown name may be a password typed in the wrong box
         if self._observed:
             self._observe_refusal(handler, err, where, principal)
         if isinstance(err, Forbidden):
@@ -771,7 +785,7 @@ class KerberosGuard:
         )
 
     def _offers_basic(self, handler: Handler) -> bool:
-        return self.settings.basic and handler.request.protocol == "https"
+        return self._basic_on and handler.request.protocol == "https"
 
     def _answer(
         self, handler: Handler, status: int, reason: str, principal: str | None = None

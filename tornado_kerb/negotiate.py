@@ -151,7 +151,8 @@ class Acceptor:
                 delegated, _IMPERSONATOR
             ):
                 kind = "constrained"
-        expires = time.time() + result.lifetime if result.lifetime else None
+        # 0 is a ticket at its very end: expired now, not "never" (None means indefinite).
+        expires = time.time() + result.lifetime if result.lifetime is not None else None
         bound = bindings is not None and bool(int(result.flags) & _CHANNEL_BOUND)
         return Accepted(principal, result.token, delegated, expires, kind, bound)
 
