@@ -349,3 +349,12 @@ def test_firefox_opens_jupyterlab(tls_server: Server, tls: TLS, tmp_path: pathli
     shot = os.environ.get("TORNADO_KERB_SCREENSHOTS")  # docs/: the README's picture
     if shot:
         (pathlib.Path(shot) / screenshot.name).write_bytes(screenshot.read_bytes())
+
+
+def test_the_core_package_never_imports_jupyter() -> None:
+    code = (
+        "import sys, tornado_kerb, tornado_kerb.testing; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0].startswith('jupyter')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
