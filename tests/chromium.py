@@ -37,7 +37,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from tests.firefox import trust_ca
+from tests.firefox import require_realm_env, trust_ca
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CERTUTIL = shutil.which("certutil")  # Debian package libnss3-tools
@@ -109,9 +109,7 @@ def chromium_env(profile: Path, env: Mapping[str, str]) -> dict[str, str]:
         XDG_RUNTIME_DIR=str(home / "run"),
     )
     (home / "run").mkdir(mode=0o700, parents=True, exist_ok=True)
-    for var in ("KRB5_CONFIG", "KRB5CCNAME"):
-        if var not in child:
-            raise ChromiumError(f"{var} missing from env: Chromium would use the system krb5")
+    require_realm_env(child, ChromiumError, "Chromium")
     return child
 
 

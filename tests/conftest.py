@@ -26,7 +26,7 @@ import tornado.web
 from tests.kdc_proxy import KDCProxy
 from tornado_kerb.testing import start_realm
 from tornado_kerb.testing.ldap import ldap_available
-from tornado_kerb.testing.plugin import kerberos_realm_session
+from tornado_kerb.testing.plugin import KerberosRealm, RealmUser, kerberos_realm_session
 from tornado_kerb.testing.postgres import ThrowawayPostgres
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -85,6 +85,8 @@ class Realm:
     keytab: str
     user: str
     password: str
+    #: The plugin's realm object this one wraps (its add_user, negotiate_header...).
+    plugin: KerberosRealm
 
     @property
     def kdc_log(self) -> str:
@@ -104,27 +106,17 @@ def realm() -> Iterator[Realm]:
             krb5_conf=suite_conf(proxy),
             prepare=lambda k5: proxy.reset(upstream_port=k5.portbase),
         ) as ours:
-            yield Realm(ours.k5, proxy, ours.keytab, ours.user, ours.password)
+            yield Realm(ours.k5, proxy, ours.keytab, ours.user, ours.password, ours)
     finally:
         proxy.close()
 
 
-@dataclasses.dataclass
-class User:
-    """A second user of the realm, with a forwardable ticket in a cache of its own."""
-
-    principal: str
-    password: str
-    ccache: str
+#: A second user of the realm, with a forwardable ticket in a cache of its own.
+User = RealmUser
 
 
 def add_user(realm: Realm, name: str) -> User:
-    principal = f"{name}@{realm.k5.realm}"
-    password = realm.k5.password(name)
-    realm.k5.addprinc(principal, password)
-    ccache = os.path.join(realm.k5.tmpdir, f"ccache.{name}")
-    realm.k5.kinit(principal, password, flags=["-f", "-c", ccache])
-    return User(principal, password, ccache)
+    return realm.plugin.add_user(name)
 
 
 @pytest.fixture(scope="session")

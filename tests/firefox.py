@@ -140,10 +140,15 @@ def firefox_env(profile: Path, env: Mapping[str, str]) -> dict[str, str]:
         MOZ_DISABLE_NONLOCAL_CONNECTIONS="1",
     )
     (home / "run").mkdir(mode=0o700, exist_ok=True)
-    for var in ("KRB5_CONFIG", "KRB5CCNAME"):
-        if var not in child:
-            raise FirefoxError(f"{var} missing from env: Firefox would use the system krb5")
+    require_realm_env(child, FirefoxError, "Firefox")
     return child
+
+
+def require_realm_env(env: Mapping[str, str], error: type[Exception], browser: str) -> None:
+    """Refuse to start a browser that would use the system's krb5 instead of the realm's."""
+    for var in ("KRB5_CONFIG", "KRB5CCNAME"):
+        if var not in env:
+            raise error(f"{var} missing from env: {browser} would use the system krb5")
 
 
 def run_firefox(
