@@ -16,7 +16,18 @@ import tornado.web
 import tornado_kerb
 from tests.clients import SPNEGO
 from tests.conftest import TLS, Realm, ServeFn
-from tornado_kerb import KerberosAuthMixin, KerberosGuard, KeytabError, authenticated
+from tornado_kerb import (
+    ConfigurationError,
+    KerberosAuthMixin,
+    KerberosGuard,
+    KeytabError,
+    authenticated,
+)
+from tornado_kerb.testing import realm_environment
+
+
+def negotiate() -> dict[str, str]:
+    return {"Authorization": _token("HTTP@localhost")}
 
 
 class Who(KerberosAuthMixin, tornado.web.RequestHandler):
@@ -43,15 +54,28 @@ def test_names_of_the_apps_own_are_left_alone() -> None:
     type("Mine", (KerberosAuthMixin, tornado.web.RequestHandler), namespace)
 
 
-def test_a_missing_kerberos_setting_is_said_once(
+def test_a_missing_kerberos_setting_fails_closed_and_names_the_near_miss(
     serve: ServeFn, realm: Realm, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="tornado_kerb")
-    server = serve([(r"/", Who)], None, kerbros={"keytab": realm.keytab})  # the typo
-    for _ in range(3):
-        requests.get(server.url("/"), timeout=30)
-    said = [r for r in caplog.records if "no 'kerberos' setting" in r.getMessage()]
-    assert len(said) == 1
+    # Before: the app ran on defaults (the system keytab, any HTTP/ key) with a warning,
+    # and allowed_principals, given under the misspelt name, was silently dropped.
+    server = serve(
+        [(r"/", Who)], None, kerbros={"keytab": realm.keytab, "allowed_principals": ["x@Y"]}
+    )
+    with realm_environment({"KRB5_KTNAME": realm.keytab}):
+        response = requests.get(server.url("/"), headers=negotiate(), timeout=30)
+    assert response.status_code == 500
+    assert "user@" not in response.text
+    (error,) = [r for r in caplog.records if r.exc_info and r.exc_info[0] is ConfigurationError]
+    assert "did you mean 'kerberos', not 'kerbros'?" in str(error.exc_info[1])
+
+
+def test_an_empty_kerberos_setting_asks_for_the_defaults(serve: ServeFn, realm: Realm) -> None:
+    server = serve([(r"/", Who)], {})
+    with realm_environment({"KRB5_KTNAME": realm.keytab}):
+        response = requests.get(server.url("/"), headers=negotiate(), timeout=30)
+    assert response.status_code == 200
+    assert response.text == f"user@{realm.k5.realm}"
 
 
 def test_check_fails_at_start_up_not_at_the_first_user(realm: Realm, tmp_path: Any) -> None:

@@ -354,16 +354,18 @@ def test_basic_cache_hit_still_goes_through_authorization(
 
 def test_basic_cache_bounds() -> None:
     cache = BasicCache(BasicCacheOptions(entries=2, ttl=300))
-    cache.put("a@R", "pw-a", None)
-    cache.put("b@R", "pw-b", time.time() - 1)  # the ticket already ended: never a hit
+    cache.put("a@R", "pw-a", "a@R", None)
+    cache.put("b@R", "pw-b", "b@R", time.time() - 1)  # the ticket already ended: never a hit
     assert cache.get("b@R", "pw-b") is None
-    cache.put("c@R", "pw-c", None)
-    cache.put("d@R", "pw-d", None)  # over two entries: the least recently used goes
+    cache.put("c@R", "pw-c", "carol@R", None)
+    cache.put("d@R", "pw-d", "d@R", None)  # over two entries: the least recently used goes
     assert cache.get("a@R", "pw-a") is None
     assert cache.get("d@R", "pw-d") is not None
     assert cache.get("d@R", "other") is None
-    until = cache.get("c@R", "pw-c")
-    assert until is not None and until <= time.time() + 300
+    proven = cache.get("c@R", "pw-c")
+    assert proven is not None
+    assert proven[0] == "carol@R"  # whom the keytab accepted, not the name as typed
+    assert proven[1] <= time.time() + 300
     assert not any(b"pw-" in key for key in cache._entries)  # keyed hashes, no passwords
 
 
@@ -396,9 +398,9 @@ def test_kdc_timeout_answers_503_and_holds_the_thread_until_libkrb5_returns(
         realm.proxy.release()
     freed = threading.Event()
     deadline = time.monotonic() + 30
-    while guard._in_flight and time.monotonic() < deadline:
+    while guard.kdc.in_flight and time.monotonic() < deadline:
         freed.wait(0.01)  # polling a condition with a deadline, not sleeping for a guess
-    assert guard._in_flight == 0
+    assert guard.kdc.in_flight == 0
     assert get(server, tls.ca, auth=auth).status_code == 200
     guard.close()
 

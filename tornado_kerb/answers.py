@@ -36,6 +36,10 @@ _MESSAGES = {
     "clock-skew": "Your computer's clock and the server's differ by more than five "
     "minutes: set the time right and reload.",
     "basic-not-offered": "This site does not accept passwords.",
+    "bad-password": "The user name or password was wrong. Check both (the user name "
+    "without a realm, or as user@REALM) and try again.",
+    "cross-site": "This request came from a page on another site, so it was refused: "
+    "another site cannot act here in your name. Open {host} itself and try again.",
     "insecure-transport": "Passwords are accepted only over HTTPS.",
     "unbound": "This site requires Kerberos logins bound to its TLS connection (channel "
     "bindings), and your client did not bind its ticket.",
@@ -58,8 +62,17 @@ _DEFAULTS = {
 _ALSO_BASIC = " On this HTTPS site you can also log in with your Kerberos password."
 
 
+# One answer for every refused password: which of them it was (no such user, a wrong
+# password, a locked account) would tell a stranger which user names exist.
+_PASSWORD_REFUSALS = frozenset(
+    {"bad-password", "unknown-user", "empty-password", "revoked", "password-expired"}
+)
+
+
 def public_reason(status: int, reason: str) -> str:
     """``reason`` if it may be shown to the client, else ``rejected``/``unavailable``."""
+    if reason in _PASSWORD_REFUSALS:
+        return "bad-password"
     if reason in _MESSAGES:
         return reason
     return "unavailable" if status == 503 else "forbidden" if status == 403 else "rejected"

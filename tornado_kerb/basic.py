@@ -69,7 +69,8 @@ def parse_basic(credentials: str, realm: str) -> tuple[str, str]:
     if not name or "@" in name:
         raise AuthenticationFailed("malformed", "bad user name")
     if user_realm != realm:
-        raise AuthenticationFailed("foreign-realm", f"realm {user_realm!r} is not {realm!r}")
+        # Not quoted: whatever was typed there may be a password.
+        raise AuthenticationFailed("foreign-realm", f"a realm other than {realm}")
     return f"{name}@{realm}", password
 
 

@@ -8,14 +8,13 @@ application: it owns the acceptor credentials, the Basic realm and the KDC threa
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import concurrent.futures
+import difflib
 import fnmatch
 import functools
 import inspect
 import logging
-import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Literal, NoReturn, TypeVar, overload
@@ -29,8 +28,9 @@ import tornado.websocket
 from . import _localname
 from ._gss import mechanism_message
 from ._header import split_authorization
+from ._kdc import KDCPool
 from .answers import write_default_answer
-from .basic import default_realm, parse_basic, prove_password
+from .basic import default_realm, parse_basic
 from .bindings import server_end_point
 from .credentials import call_as
 from .delegation import ConstrainedDelegation
@@ -46,8 +46,8 @@ from .errors import (
 )
 from .negotiate import Accepted, Acceptor, parse_negotiate
 from .reasons import Outcome, Reason, outcome_for
-from .session import BasicCache, Session, SessionOptions, decode_session, encode_session
-from .settings import KerberosSettings
+from .session import BasicCache, Session, SessionCookies, require_secret
+from .settings import KerberosSettings, normal_origin
 from .user import KerberosUser, Mechanism
 from .websocket import close_when_login_ends
 
@@ -76,7 +76,10 @@ _SCHEMES = frozenset({"negotiate", "basic"})
 _NAME_IS_REAL = frozenset({"bad-password", "revoked", "password-expired", "kdc-not-trusted"})
 _REMINDER = 60.0  # seconds between error lines while the KDC or the keytab keeps failing
 _LOCAL_NAME_CACHE = 4096
-_VERIFIED_SESSIONS = 4096
+# RFC 9110's safe methods: a page elsewhere may make a browser send them, harmlessly.
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+# Sec-Fetch-Site values that say the request did not come from another origin's page.
+_OWN_SITE = frozenset({"same-origin", "none"})
 
 
 class KerberosGuard:
@@ -130,16 +133,9 @@ class KerberosGuard:
         self._exact = frozenset(p for p in s.allowed_principals or () if not _is_pattern(p))
         self._patterns = tuple(p for p in s.allowed_principals or () if _is_pattern(p))
         self._check_principals = s.allowed_principals is not None
-        self.executor = concurrent.futures.ThreadPoolExecutor(
-            s.kdc_workers, thread_name_prefix="tornado_kerb-kdc"
-        )
-        self._lock = threading.Lock()
-        self._in_flight = 0
+        #: The threads that prove Basic passwords (see :mod:`tornado_kerb._kdc`).
+        self.kdc = KDCPool(s.kdc_workers, s.kdc_queue, s.kdc_timeout)
         self._mapped = functools.lru_cache(maxsize=_LOCAL_NAME_CACHE)(self._map_local_name)
-        self._session = s.session
-        # Signed cookie values that passed verification: the session, and the user object
-        # built for it (immutable, no credentials) with the handler class it was built for.
-        self._verified: dict[str, tuple[Session, KerberosUser, type]] = {}
         self.basic_cache = BasicCache(s.basic_cache) if s.basic_cache else None
         self._bindings: gssapi.raw.ChannelBindings | None = None
         if s.channel_binding != "off" and s.tls_certificate is not None:
@@ -151,13 +147,23 @@ class KerberosGuard:
                 ) from None
         self._require_binding = s.channel_binding == "require"
         self._basic_on = s.basic
-        if self._require_binding and (s.basic or s.session is not None):
+        session = s.session
+        if self._require_binding and (s.basic or session is not None):
             # A password, or a cookie, is not bound to the channel: a man in the middle
             # with a certificate of its own would collect either. Only bound tokens.
             log.info("channel_binding='require': Basic and session cookies are off")
             self._basic_on = False
-            self._session = None
+            session = None
+        #: The session cookie (``None`` when the ``session`` setting is off). It is
+        #: taken only for a mechanism this guard offers: a cookie a Basic login minted
+        #: elsewhere is no login here if Basic is off.
+        offered: tuple[Mechanism, ...] = (
+            ("negotiate", "basic") if self._basic_on else ("negotiate",)
+        )
+        self.sessions = None if session is None else SessionCookies(session, offered)
         self._ws_expiry = s.websocket_expiry
+        self._refuse_cross_site = s.cross_site == "refuse"
+        self._trusted_origins = frozenset(s.trusted_origins)
         # Decided once: a guard whose class does not count outcomes pays nothing for them.
         self._observed = type(self).on_outcome is not KerberosGuard.on_outcome
         # What is failing (the KDC, the keytab) and when the error log last said so.
@@ -166,48 +172,74 @@ class KerberosGuard:
         # impersonates (IOLoop thread only: no lock).
         self._live: dict[str, int] | None = {} if s.s4u2proxy else None
 
+    @property
+    def executor(self) -> concurrent.futures.ThreadPoolExecutor:
+        """The KDC threads (``kdc_workers`` of them), for the application's own blocking
+        Kerberos work too."""
+        return self.kdc.executor
+
     @classmethod
     def for_application(cls, app: tornado.web.Application, key: str = "kerberos") -> KerberosGuard:
         """The guard of ``app``: ``app.settings[key]`` itself when it is a guard, else one
-        built from it on first use and kept on the application."""
+        built from it on first use and kept on the application.
+
+        Raises :class:`~tornado_kerb.ConfigurationError` when the application has no such
+        setting (``kerberos={}`` asks for the defaults), or when
+        :meth:`check_application` finds a problem: the guarded request answers 500.
+        """
         raw = app.settings.get(key)
-        if raw is None and not hasattr(app, "_tornado_kerb_guard"):
-            # A typo (kerbros=...) would otherwise run on defaults and blame the keytab.
-            log.warning(
-                "the application has no %r setting: tornado_kerb uses its defaults "
-                "(the system keytab, any HTTP/ key in it)",
-                key,
-            )
         if isinstance(raw, KerberosGuard):
-            raw._check_once(app)  # on every request: once per application, not each time
+            raw._check_once(app, key)  # on every request: once per application
             return raw
         cached: tuple[object, KerberosGuard] | None = getattr(app, "_tornado_kerb_guard", None)
         if cached is None or cached[0] is not raw:
+            if raw is None:
+                # A typo (kerbros=...) would otherwise run on defaults: the system
+                # keytab, any HTTP/ key in it, and none of the settings meant.
+                raise ConfigurationError(_missing_setting(app, key))
             guard = cls(raw)
-            guard.check_application(app)
+            guard.check_application(app, key)
             cached = (raw, guard)
             app._tornado_kerb_guard = cached  # type: ignore[attr-defined]
         return cached[1]
 
-    def check_application(self, app: tornado.web.Application) -> None:
-        """Raise :class:`~tornado_kerb.ConfigurationError` if ``app`` cannot carry what
-        these settings need (sessions need the application's ``cookie_secret``)."""
-        if self._session is not None and not app.settings.get("cookie_secret"):
-            raise ConfigurationError(
-                "kerberos['session'] needs the application setting 'cookie_secret' "
-                "(a long random string, or a dict of them with 'key_version' to rotate keys)"
-            )
+    def check_application(self, app: tornado.web.Application, key: str = "kerberos") -> None:
+        """Raise :class:`~tornado_kerb.ConfigurationError` if ``app`` is set up so that
+        some handler would be open, or every login would fail. Call it at start-up.
 
-    def check(self) -> None:
+        It checks the application's ``key`` setting when it has one (a dict of known
+        names: a guard may also serve an application without it), the ``cookie_secret``
+        sessions need, and every handler class its routing rules
+        reach (nested routers and host rules too): a class that sets what only
+        :class:`~tornado_kerb.KerberosAuthMixin` reads (``kerberos_required``…) without
+        inheriting it, a near miss of our names, Tornado's own
+        ``@tornado.web.authenticated`` on a mixin handler, or a streamed body
+        (``@stream_request_body``) that would reach the handler before the login.
+        """
+        from ._routes import application_problems  # web.py imports this module
+
+        raw = app.settings.get(key)
+        if isinstance(raw, Mapping):
+            KerberosSettings.from_mapping(raw)  # unknown names, bad values
+        if self.sessions is not None:
+            require_secret(app.settings)
+        problems = application_problems(app)
+        if problems:
+            raise ConfigurationError("; ".join(problems))
+
+    def check(self, app: tornado.web.Application | None = None) -> None:
         """Do now what the first request would: check the keytab and acquire the acceptor
-        credentials. Raises :class:`~tornado_kerb.KeytabError` (or
-        :class:`~tornado_kerb.ConfigurationError`) so that a broken deployment fails at
-        start-up, not at the first user. Reads files only: no KDC is contacted."""
+        credentials, and with ``app`` :meth:`check_application` too. Raises
+        :class:`~tornado_kerb.KeytabError` (or :class:`~tornado_kerb.ConfigurationError`)
+        so that a broken deployment fails at start-up, not at the first user. Reads files
+        only: no KDC is contacted."""
+        if app is not None:
+            self.check_application(app)
         self.acceptor.credentials()
 
     def close(self) -> None:
         """Stop the KDC threads (waiting Basic logins are cancelled). Idempotent."""
-        self.executor.shutdown(wait=False, cancel_futures=True)
+        self.kdc.close()
 
     # -- extension points ---------------------------------------------------------------
 
@@ -267,12 +299,19 @@ class KerberosGuard:
         # Positional, for the decorators: a keyword argument costs measurably (valgrind).
         if handler._headers_written:
             self._too_late(handler)
-        tls = handler.request.protocol == "https"
+        request = handler.request
+        tls = request.protocol == "https"
         scheme = ""
         try:
-            scheme, credentials = split_authorization(
-                handler.request.headers.get("Authorization", "")
-            )
+            if (
+                self._refuse_cross_site
+                and request.method not in _SAFE_METHODS
+                and self._cross_site(request)
+            ):
+                # Before any challenge: a 401 would invite the browser to log in, for a
+                # page on another site, with the user's ticket or remembered password.
+                raise Forbidden("cross-site", "")
+            scheme, credentials = split_authorization(request.headers.get("Authorization", ""))
             self.acceptor.credentials()  # a broken keytab fails every request, anonymous or not
             if scheme == "negotiate":
                 token = parse_negotiate(credentials)
@@ -285,9 +324,10 @@ class KerberosGuard:
             if scheme == "basic" and offer_basic:
                 principal, password = parse_basic(credentials, self.realm)
                 if self.basic_cache is not None:
-                    proven_until = self.basic_cache.get(principal, password)
-                    if proven_until is not None:  # no KDC: the password was proven before
-                        cached = Accepted(principal, None, None, proven_until)
+                    proven = self.basic_cache.get(principal, password)
+                    if proven is not None:  # no KDC: the password was proven before
+                        # Whom the keytab accepted then, not the name as typed (an alias).
+                        cached = Accepted(proven[0], None, None, proven[1])
                         return self._admit(handler, cached, "basic", fresh=False)
                 return self._basic(handler, principal, password)
             if scheme == "basic":
@@ -295,17 +335,34 @@ class KerberosGuard:
                 raise AuthenticationFailed(
                     "insecure-transport" if self.settings.basic else "basic-not-offered"
                 )
-            if not scheme and self._session is not None:
+            if not scheme and self.sessions is not None:
                 # Only without an Authorization header: a fresh login always wins.
-                user = self._from_session(handler, self._session)
+                user = self.sessions.read(handler, self._session_user)
                 if user is not None:
-                    return user
+                    # Realm, principal and local name were settled when the cookie was
+                    # verified; the handler's own authorization is asked each time.
+                    return self._authorize(handler, user, fresh=False)
             if not scheme and optional:
                 handler.current_user = None
                 return None
             raise AuthenticationFailed("unsupported-scheme" if scheme else "no-credentials")
         except KerberosError as err:
             self.refuse(handler, err, where=scheme if scheme in _SCHEMES else "")
+
+    def _cross_site(self, request: tornado.httputil.HTTPServerRequest) -> bool:
+        """Whether the browser says this request comes from another site's page."""
+        headers = request.headers
+        origin = headers.get("Origin")
+        if origin is not None and origin.lower() in self._trusted_origins:
+            return False
+        site = headers.get("Sec-Fetch-Site")
+        if site is not None:
+            # A forbidden header: page scripts cannot set it. Anything but "from here"
+            # (an unknown value too) counts as cross-site.
+            return site.strip().lower() not in _OWN_SITE
+        if origin is None:
+            return False  # not a browser, or one too old to say: nothing to go by
+        return normal_origin(origin) != normal_origin(f"{request.protocol}://{request.host}")
 
     def challenge(self, handler: Handler) -> NoReturn:
         """Answer 401 with the challenges now, whoever is logged in, and raise
@@ -317,58 +374,21 @@ class KerberosGuard:
     def logout(self, handler: Handler) -> None:
         """Clear the session cookie (a browser with a ticket logs in again at once,
         without a prompt: Negotiate needs none)."""
-        if self._session is not None:
-            handler.clear_cookie(self._session.name, path=self._session.path)
+        if self.sessions is not None:
+            self.sessions.clear(handler)
 
-    def _from_session(
-        self, handler: Handler, opts: SessionOptions
-    ) -> KerberosUser | Awaitable[KerberosUser] | None:
-        """The user of a valid session cookie, or ``None``: a cookie that is tampered,
-        expired, malformed, of another realm or of a principal no longer allowed is
-        ignored (and cleared), and the normal challenge follows."""
-        if not opts.http and handler.request.protocol != "https":
-            return None  # never set on plain HTTP, so never taken there either
-        header = handler.request.headers.get("Cookie")
-        if not header or opts.name not in header:
+    def _session_user(self, handler: Handler, session: Session) -> KerberosUser | None:
+        # A cookie that verified: is its principal still one this guard lets in?
+        if self._refusal(session.principal):
             return None
-        # What get_signed_cookie() does, minus the http.cookies.SimpleCookie that
-        # request.cookies builds first (measured: most of a session request's cost).
-        value = tornado.httputil.parse_cookie(header).get(opts.name)
-        if value is None:
+        try:
+            username = self._local_name_for(handler, session.principal)
+        except LocalNameError:
+            # We never sign a principal krb5 cannot parse: a cookie forged with the
+            # secret, or a rule that broke since. Either way not a login: the fresh one
+            # that follows fails closed (503) if the rule is what broke.
             return None
-        now = time.time()
-        # A cookie seen before skips the HMAC (half of a session request's cost); its
-        # expiry is still checked on every request.
-        known = self._verified.get(value)
-        if known is not None and known[0].expires_at > now and known[2] is type(handler):
-            # Realm, principal and local name were settled when it was verified; only the
-            # handler's own authorization is asked again.
-            return self._authorize(handler, known[1], fresh=False)
-        app = handler.application
-        self._check_once(app)
-        raw = tornado.web.decode_signed_value(
-            app.settings["cookie_secret"],
-            opts.name,
-            value,
-            max_age_days=opts.max_age / 86400,
-            min_version=2,
-        )
-        session = decode_session(raw, now) if raw else None
-        username = None
-        if session is not None and not self._refusal(session.principal):
-            try:
-                username = self._local_name_for(handler, session.principal)
-            except LocalNameError:
-                # We never sign a principal krb5 cannot parse: a cookie forged with the
-                # secret, or a rule that broke since. Either way not a login: the fresh
-                # one that follows fails closed (503) if the rule is what broke.
-                username = None
-        if session is None or username is None:
-            self._verified.pop(value, None)
-            log.info("session cookie ignored from %s", handler.request.remote_ip)
-            handler.clear_cookie(opts.name, path=opts.path)
-            return None
-        user = KerberosUser(
+        return KerberosUser(
             session.principal,
             session.mechanism,
             None,
@@ -376,15 +396,12 @@ class KerberosGuard:
             username,
             True,
         )
-        if len(self._verified) >= _VERIFIED_SESSIONS:
-            del self._verified[next(iter(self._verified))]  # the oldest
-        self._verified[value] = (session, user, type(handler))
-        return self._authorize(handler, user, fresh=False)
 
-    def _check_once(self, app: tornado.web.Application) -> None:
-        # An explicit guard meets its application only here, at the first session.
+    def _check_once(self, app: tornado.web.Application, key: str = "kerberos") -> None:
+        # An explicit guard meets its application only here, at the first request of it
+        # (or the first session).
         if not getattr(app, "_tornado_kerb_checked", False):
-            self.check_application(app)
+            self.check_application(app, key)
             app._tornado_kerb_checked = True  # type: ignore[attr-defined]
 
     def _refusal(self, principal: str) -> Reason | None:
@@ -469,48 +486,20 @@ class KerberosGuard:
         503); the thread still counts against ``kdc_workers + kdc_queue`` until libkrb5
         returns, so a hanging KDC cannot pile up threads without bound.
         """
-        self._take_kdc_slot()
-        loop = asyncio.get_running_loop()
-        outcome: asyncio.Future[Accepted] = loop.create_future()
-        try:
-            work = self.executor.submit(prove_password, principal, password, self.acceptor)
-        except RuntimeError:  # the executor was shut down: close() was called
-            self._release_kdc_slot()
-            raise KDCUnavailable("closed", "the guard was closed") from None
-        # One future, one timer and one wake-up of the loop per login (run_in_executor,
-        # shield and wait_for cost three more turns of the loop: measured, on the IOLoop
-        # thread that every other request needs).
-        work.add_done_callback(functools.partial(self._proven, loop, outcome))
-        timer = loop.call_later(self.settings.kdc_timeout, _expire, outcome, self.settings)
-        try:
-            return await outcome
-        finally:
-            timer.cancel()
-
-    def _proven(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        outcome: asyncio.Future[Accepted],
-        work: concurrent.futures.Future[Accepted],
-    ) -> None:
-        # In the KDC thread, as libkrb5 returns (or at once for a login cancelled by
-        # close()): only now is the slot free again.
-        self._release_kdc_slot()
-        try:
-            loop.call_soon_threadsafe(_settle, outcome, work)
-        except RuntimeError:  # the loop is gone: nobody waits for this login any more
-            pass
+        return await self.kdc.prove(principal, password, self.acceptor)
 
     async def _basic(self, handler: Handler, principal: str, password: str) -> KerberosUser:
         try:
-            accepted = await self.prove(principal, password)
-            if self.basic_cache is not None:
-                # Proven by the KDC and our keytab; authorization is still asked each time.
-                self.basic_cache.put(principal, password, accepted.expires_at)
+            accepted = await self.kdc.prove(principal, password, self.acceptor)
             result = self._admit(handler, accepted, "basic")
-            return result if isinstance(result, KerberosUser) else await result
+            user = result if isinstance(result, KerberosUser) else await result
         except KerberosError as err:
             self.refuse(handler, err, where="basic", principal=principal)
+        if self.basic_cache is not None:
+            # Only now, for a user let in: a password whose owner got a 403 proves
+            # nothing worth keeping. Remembered as whom our keytab accepted.
+            self.basic_cache.put(principal, password, user.principal, accepted.expires_at)
+        return user
 
     def _admit(
         self,
@@ -585,34 +574,12 @@ class KerberosGuard:
             self.on_outcome(handler, outcome, user.mechanism, user.principal)
         if user.delegated_credentials is not None or self._live is not None:
             _forget_on_finish(handler, user, self._live)
-        if fresh and self._session is not None:
-            self._start_session(handler, user, self._session)
+        if fresh and self.sessions is not None:
+            self._check_once(handler.application)
+            self.sessions.start(handler, user)
         if self._ws_expiry and isinstance(handler, tornado.websocket.WebSocketHandler):
             close_when_login_ends(handler, user)
         return user
-
-    def _start_session(self, handler: Handler, user: KerberosUser, opts: SessionOptions) -> None:
-        tls = handler.request.protocol == "https"
-        if not tls and not opts.http:
-            return  # a cookie sniffed off plain HTTP would be as good as a password
-        now = time.time()
-        # Never longer than the ticket: the server checks this itself, whatever the
-        # browser does with Max-Age.
-        expires = min(now + opts.max_age, user.expires_at or now + opts.max_age)
-        if expires <= now:
-            return
-        self._check_once(handler.application)
-        handler.set_signed_cookie(
-            opts.name,
-            encode_session(user.principal, user.mechanism, expires),
-            expires_days=None,
-            version=2,
-            path=opts.path,
-            max_age=int(expires - now),
-            httponly=True,
-            secure=tls,
-            samesite="Lax",
-        )
 
     def _allowed(self, principal: str) -> bool:
         if principal in self._exact:
@@ -637,18 +604,6 @@ class KerberosGuard:
         if mapped is not None:
             return mapped
         return name or principal
-
-    def _take_kdc_slot(self) -> None:
-        # Bound the work a flood of Basic logins can queue up behind the KDC threads.
-        limit = self.settings.kdc_workers + self.settings.kdc_queue
-        with self._lock:
-            if self._in_flight >= limit:
-                raise KDCUnavailable("kdc-busy", "too many Basic logins waiting")
-            self._in_flight += 1
-
-    def _release_kdc_slot(self) -> None:
-        with self._lock:
-            self._in_flight -= 1
 
     # -- answers ------------------------------------------------------------------------
 
@@ -680,11 +635,22 @@ class KerberosGuard:
         """The one place a failure becomes a log line, an outcome and an answer (401, 403
         or 503). ``where``: the scheme that was tried; ``principal``: who, if known."""
         peer = handler.request.remote_ip
-        if principal and getattr(err, "reason", None) not in _NAME_IS_REAL:
+        confirmed = principal is not None and getattr(err, "reason", None) in _NAME_IS_REAL
+        if not confirmed:
             principal = None  # an unknown name may be a password typed in the wrong box
         if self._observed:
             self._observe_refusal(handler, err, where, principal)
-        if isinstance(err, Forbidden):
+        if isinstance(err, Forbidden) and err.reason == "cross-site":
+            origin = handler.request.headers.get("Origin", "")[:100]
+            log.info(
+                "Kerberos request refused (cross-site): %s %s from %s, Origin %r",
+                handler.request.method,
+                handler.request.path[:200],
+                peer,
+                origin,
+            )
+            self._answer(handler, 403, err.reason)
+        elif isinstance(err, Forbidden):
             log.info(
                 "Kerberos login forbidden (%s) for %s from %s", err.reason, err.principal, peer
             )
@@ -704,7 +670,10 @@ class KerberosGuard:
                 log.log(
                     level, "Kerberos login refused (%s) from %s: %s%s", err.reason, peer, why, mit
                 )
-            log.debug("refusal detail: %s", err.detail)
+            if where != "basic" or confirmed:
+                # MIT's text for a Basic login may quote the name as typed ("Client
+                # '<what the user typed>' not found"), and users type passwords there.
+                log.debug("refusal detail: %s", err.detail)
             self._answer(handler, 401, err.reason)
         elif isinstance(err, KDCUnavailable):
             if self._going_down("kdc"):
@@ -722,7 +691,9 @@ class KerberosGuard:
     def _observe_refusal(
         self, handler: Handler, err: KerberosError, where: str, principal: str | None
     ) -> None:
-        if isinstance(err, Forbidden):
+        if isinstance(err, Forbidden) and err.reason == "cross-site":
+            outcome = outcome_for("", err.reason)
+        elif isinstance(err, Forbidden):
             outcome = outcome_for("authz", err.reason)
             principal = err.principal
         elif isinstance(err, LoginError):
@@ -840,24 +811,6 @@ def bool_or_awaitable(value: object) -> Verdict:
     return False
 
 
-def _settle(outcome: asyncio.Future[Accepted], work: concurrent.futures.Future[Accepted]) -> None:
-    # On the IOLoop: hand the KDC thread's result to the waiting login, unless it timed out.
-    if outcome.done():
-        return
-    if work.cancelled():
-        outcome.set_exception(KDCUnavailable("closed", "the guard was closed"))
-    elif (err := work.exception()) is not None:
-        outcome.set_exception(err)
-    else:
-        outcome.set_result(work.result())
-
-
-def _expire(outcome: asyncio.Future[Accepted], settings: KerberosSettings) -> None:
-    if not outcome.done():
-        timeout = settings.kdc_timeout
-        outcome.set_exception(KDCUnavailable("kdc-timeout", f"no answer within {timeout:g} s"))
-
-
 def _impersonating(
     delegation: ConstrainedDelegation,
     principal: str,
@@ -869,6 +822,17 @@ def _impersonating(
     # In the worker thread: S4U2Self talks to the KDC.
     creds = delegation.impersonate(principal)
     return call_as(creds, fn, *args, delegate_to=targets, **kwargs)
+
+
+def _missing_setting(app: tornado.web.Application, key: str) -> str:
+    others = [str(name) for name in app.settings if name != key]
+    near = difflib.get_close_matches(key, others, n=1, cutoff=0.7)
+    hint = f" (did you mean {key!r}, not {near[0]!r}?)" if near else ""
+    return (
+        f"the application has no {key!r} setting{hint}: tornado_kerb will not guess "
+        f"(pass {key}={{...}}; {key}={{}} asks for the defaults: the system keytab, any "
+        "HTTP/ key in it)"
+    )
 
 
 def _is_default(method: Any) -> bool:

@@ -20,6 +20,7 @@ Reason = Literal[
     "too-large",
     "empty",
     "login-requested",
+    "cross-site",
     # Negotiate tokens
     "ntlm",
     "continue-needed",
@@ -68,6 +69,7 @@ Outcome = Literal[
     "request.malformed",
     "request.too-large",
     "request.login-requested",
+    "request.cross-site",
     "negotiate.malformed",
     "negotiate.ntlm",
     "negotiate.replay",
@@ -101,7 +103,7 @@ Outcome = Literal[
 #: Every outcome code, for documentation and for pre-creating metric labels.
 OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)
 
-_REQUEST = {"no-credentials", "unsupported-scheme", "too-large", "login-requested"}
+_REQUEST = {"no-credentials", "unsupported-scheme", "too-large", "login-requested", "cross-site"}
 _NEGOTIATE = {
     "malformed", "ntlm", "replay", "expired", "clock-skew", "stale-keytab",
     "wrong-service", "bad-bindings", "unbound",

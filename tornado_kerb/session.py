@@ -1,8 +1,10 @@
 """Session cookies and the Basic result cache: skipping GSSAPI and the KDC on repeat requests.
 
-Nothing here imports Tornado: the cookie's *payload* is made and read here, and the guard
-signs it with Tornado's ``set_signed_cookie`` (signature version 2: HMAC-SHA256, with key
-rotation through the application's ``cookie_secret`` dict and ``key_version``).
+The cookie's payload (principal, mechanism, expiry) is signed with Tornado's signed-cookie
+format (version 2: HMAC-SHA256, key rotation through the application's ``cookie_secret``
+dict and ``key_version``): :class:`SessionCookies` sets, reads and clears it for a handler,
+and remembers the cookies it has verified. It signs but does not encrypt: nothing in it
+may be secret.
 """
 
 from __future__ import annotations
@@ -11,19 +13,40 @@ import collections
 import dataclasses
 import hashlib
 import hmac
+import logging
+import re
 import secrets
 import threading
 import time
-from typing import Any, NamedTuple
+from collections.abc import Callable, Collection, Mapping
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import tornado.httputil
+import tornado.web
 
 from .errors import ConfigurationError
-from .user import Mechanism
+from .user import KerberosUser, Mechanism
 
-__all__ = ["BasicCache", "BasicCacheOptions", "SessionOptions", "decode_session", "encode_session"]
+if TYPE_CHECKING:
+    from tornado.web import RequestHandler
+
+__all__ = [
+    "BasicCache",
+    "BasicCacheOptions",
+    "SessionCookies",
+    "SessionOptions",
+    "decode_session",
+    "encode_session",
+]
+
+log = logging.getLogger(__name__)
 
 _VERSION = "1"
 _MECHANISMS: dict[str, str] = {"negotiate": "n", "basic": "b"}
 _BY_LETTER: dict[str, Mechanism] = {"n": "negotiate", "b": "basic"}
+# RFC 6265's cookie-name token (no separators, controls or spaces).
+_COOKIE_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_VERIFIED_SESSIONS = 4096
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,13 +64,22 @@ class SessionOptions:
 
     def __post_init__(self) -> None:
         name = self.name
-        if not isinstance(name, str) or not name.isascii() or not name.isidentifier():
+        if not isinstance(name, str) or not _COOKIE_NAME.fullmatch(name):
             raise ConfigurationError(f"kerberos setting 'session': bad cookie name {name!r}")
         if not isinstance(self.path, str) or not self.path.startswith("/") or ";" in self.path:
             raise ConfigurationError("kerberos setting 'session': path must start with '/'")
         _positive("session", "max_age", self.max_age)
         if not isinstance(self.http, bool):
             raise ConfigurationError("kerberos setting 'session': http must be True or False")
+        # Browsers keep the prefixes' promises only for cookies that fit them: a __Secure-
+        # or __Host- cookie is set with Secure (never on plain HTTP), __Host- at path "/".
+        if name.startswith(("__Secure-", "__Host-")) and self.http:
+            raise ConfigurationError(
+                f"kerberos setting 'session': a {name.split('-')[0]}- cookie is never sent "
+                "over plain HTTP: http must be False"
+            )
+        if name.startswith("__Host-") and self.path != "/":
+            raise ConfigurationError("kerberos setting 'session': a __Host- cookie needs path '/'")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,34 +165,163 @@ class BasicCache:
         self._opts = opts
         self._key = secrets.token_bytes(32)
         self._lock = threading.Lock()
-        self._entries: collections.OrderedDict[bytes, float] = collections.OrderedDict()
+        self._entries: collections.OrderedDict[bytes, tuple[str, float]] = collections.OrderedDict()
 
     def _hash(self, principal: str, password: str) -> bytes:
         data = principal.encode("utf-8") + b"\0" + password.encode("utf-8")
         return hmac.new(self._key, data, hashlib.sha256).digest()
 
-    def get(self, principal: str, password: str) -> float | None:
-        """Until when this password stands proven for ``principal``, or ``None``."""
+    def get(self, principal: str, password: str) -> tuple[str, float] | None:
+        """Whom this password proved ``principal`` to be (the principal our keytab
+        accepted, which an alias or canonicalisation may have changed) and until when;
+        ``None`` when it is not known to be good."""
         key = self._hash(principal, password)
         now = time.time()
         with self._lock:
-            until = self._entries.get(key)
-            if until is None:
+            entry = self._entries.get(key)
+            if entry is None:
                 return None
-            if until <= now:
+            if entry[1] <= now:
                 del self._entries[key]
                 return None
             self._entries.move_to_end(key)
-            return until
+            return entry
 
-    def put(self, principal: str, password: str, ticket_end: float | None) -> None:
-        """Remember a proven password until ``ttl`` or the end of the ticket, if sooner."""
+    def put(self, principal: str, password: str, proven: str, ticket_end: float | None) -> None:
+        """Remember that ``password`` for ``principal`` (as typed) proved ``proven``, until
+        ``ttl`` or the end of the ticket, if sooner. Call it only for a user let in."""
         until = time.time() + self._opts.ttl
         if ticket_end is not None:
             until = min(until, ticket_end)
         key = self._hash(principal, password)
         with self._lock:
-            self._entries[key] = until
+            self._entries[key] = (proven, until)
             self._entries.move_to_end(key)
             while len(self._entries) > self._opts.entries:
                 self._entries.popitem(last=False)
+
+
+class _Verified(NamedTuple):
+    # A cookie value that passed the signature check, and what it is good for.
+    expires_at: int
+    user: KerberosUser
+    handler_class: type
+    application: object
+
+
+#: Builds the user of a verified session for a handler, or ``None`` when the guard would
+#: no longer let that principal in (realm, allowed principals, local name).
+UserFactory = Callable[["RequestHandler", Session], "KerberosUser | None"]
+
+
+class SessionCookies:
+    """The session cookie of one guard: set after a fresh login, read instead of one.
+
+    A cookie is taken only if the application serving the request verifies its signature
+    with its own ``cookie_secret``, only for a mechanism the guard offers, and only until
+    the expiry signed into it. Verified values are remembered (with the application and
+    handler class they were verified for), so a repeat request costs a dict lookup.
+    """
+
+    def __init__(self, opts: SessionOptions, mechanisms: Collection[Mechanism]) -> None:
+        self.opts = opts
+        self._mechanisms = frozenset(mechanisms)
+        self._verified: dict[str, _Verified] = {}
+
+    def read(self, handler: RequestHandler, make_user: UserFactory) -> KerberosUser | None:
+        """The user of the request's valid session cookie, or ``None``: a cookie that is
+        tampered, expired, malformed, signed by another application, of a mechanism not
+        offered, or whose principal ``make_user`` refuses is ignored and cleared."""
+        opts = self.opts
+        request = handler.request
+        if not opts.http and request.protocol != "https":
+            return None  # never set on plain HTTP, so never taken there either
+        header = request.headers.get("Cookie")
+        if not header or opts.name not in header:
+            return None
+        # What get_signed_cookie() does, minus the http.cookies.SimpleCookie that
+        # request.cookies builds first (measured: most of a session request's cost).
+        value = tornado.httputil.parse_cookie(header).get(opts.name)
+        if value is None:
+            return None
+        now = time.time()
+        # A cookie seen before skips the HMAC (half of a session request's cost); its
+        # expiry is still checked on every request, and it counts only for the
+        # application whose secret verified it.
+        known = self._verified.get(value)
+        if (
+            known is not None
+            and known.expires_at > now
+            and known.handler_class is type(handler)
+            and known.application is handler.application
+        ):
+            return known.user
+        raw = tornado.web.decode_signed_value(
+            require_secret(handler.application.settings),
+            opts.name,
+            value,
+            max_age_days=opts.max_age / 86400,
+            min_version=2,
+        )
+        session = decode_session(raw, now) if raw else None
+        user = None
+        if session is not None and session.mechanism in self._mechanisms:
+            user = make_user(handler, session)
+        if session is None or user is None:
+            self._verified.pop(value, None)
+            log.info("session cookie ignored from %s", request.remote_ip)
+            self.clear(handler)
+            return None
+        if len(self._verified) >= _VERIFIED_SESSIONS:
+            del self._verified[next(iter(self._verified))]  # the oldest
+        self._verified[value] = _Verified(
+            session.expires_at, user, type(handler), handler.application
+        )
+        return user
+
+    def start(self, handler: RequestHandler, user: KerberosUser) -> None:
+        """Set the cookie after a fresh login: never longer than the user's ticket, never
+        on plain HTTP unless the ``http`` option says so."""
+        opts = self.opts
+        tls = handler.request.protocol == "https"
+        if not tls and not opts.http:
+            return  # a cookie sniffed off plain HTTP would be as good as a password
+        now = time.time()
+        # Never longer than the ticket: the server checks this itself, whatever the
+        # browser does with Max-Age.
+        expires = min(now + opts.max_age, user.expires_at or now + opts.max_age)
+        if expires <= now:
+            return
+        require_secret(handler.application.settings)
+        handler.set_signed_cookie(
+            opts.name,
+            encode_session(user.principal, user.mechanism, expires),
+            expires_days=None,
+            version=2,
+            path=opts.path,
+            max_age=int(expires - now),
+            httponly=True,
+            secure=tls,
+            samesite="Lax",
+        )
+
+    def clear(self, handler: RequestHandler) -> None:
+        """Tell the browser to drop the cookie."""
+        opts = self.opts
+        handler.clear_cookie(
+            opts.name,
+            path=opts.path,
+            # A __Secure-/__Host- cookie can be cleared only by a Secure Set-Cookie.
+            secure=opts.name.startswith(("__Secure-", "__Host-")),
+        )
+
+
+def require_secret(settings: Mapping[str, Any]) -> Any:
+    """The application's ``cookie_secret``; :class:`ConfigurationError` without one."""
+    secret = settings.get("cookie_secret")
+    if not secret:
+        raise ConfigurationError(
+            "kerberos['session'] needs the application setting 'cookie_secret' "
+            "(a long random string, or a dict of them with 'key_version' to rotate keys)"
+        )
+    return secret

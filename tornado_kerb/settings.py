@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import re
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -20,6 +21,10 @@ _FORBIDDEN_IN_PATTERNS = {chr(c) for c in range(0x20)} | {"\x7f", '"'}
 AnyRealm = Literal["*"]
 ChannelBinding = Literal["off", "allow", "require"]
 _CHANNEL_BINDINGS = ("off", "allow", "require")
+CrossSite = Literal["refuse", "allow"]
+_CROSS_SITE = ("refuse", "allow")
+# scheme://host[:port], as browsers send Origin: no path, no trailing slash, no userinfo.
+_ORIGIN = re.compile(r"(https?)://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +53,8 @@ class KerberosSettings:
       specified services only"; MIT: the LDAP back end).
     * ``channel_binding`` (``"allow"``), ``tls_certificate``: TLS channel bindings.
     * ``websocket_expiry`` (``True``): close a WebSocket when its login ends.
+    * ``cross_site`` (``"refuse"``), ``trusted_origins``: unsafe requests (POST, PUT…)
+      that a browser says come from another site get 403 before any challenge.
     """
 
     #: Path of the service keytab; ``None`` means the system default keytab.
@@ -94,6 +101,13 @@ class KerberosSettings:
     tls_certificate: str | None = None
     #: Close a WebSocket (code 1008) when the login that opened it ends.
     websocket_expiry: bool = True
+    #: ``"refuse"``: a request with an unsafe method (anything but GET, HEAD, OPTIONS,
+    #: TRACE) that the browser says comes from another site (``Sec-Fetch-Site``, else
+    #: ``Origin``) gets 403 ``cross-site`` before any challenge, so that a page elsewhere
+    #: cannot make the browser log in to us for it. ``"allow"``: no such check.
+    cross_site: CrossSite = "refuse"
+    #: Origins (``"https://app.example.com"``) whose pages may send unsafe requests here.
+    trusted_origins: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         # Frozen: normalised values go in with object.__setattr__, once, here.
@@ -112,6 +126,12 @@ class KerberosSettings:
                 f"kerberos setting 'channel_binding' must be one of {', '.join(_CHANNEL_BINDINGS)}"
                 f", not {self.channel_binding!r}"
             )
+        if self.cross_site not in _CROSS_SITE:
+            raise ConfigurationError(
+                f"kerberos setting 'cross_site' must be one of {', '.join(_CROSS_SITE)}, "
+                f"not {self.cross_site!r}"
+            )
+        put("trusted_origins", _origins(self.trusted_origins))
         put("tls_certificate", _path("tls_certificate", self.tls_certificate))
         if self.channel_binding == "require" and self.tls_certificate is None:
             raise ConfigurationError(
@@ -224,3 +244,25 @@ def _patterns(key: str, value: object) -> tuple[str, ...] | None:
         if bad:
             raise ConfigurationError(f"kerberos setting {key!r}: {pattern!r} holds {bad!r}")
     return patterns
+
+
+def _origins(value: object) -> tuple[str, ...]:
+    if value == () or value == []:
+        return ()
+    origins = _strings("trusted_origins", value)
+    for origin in origins:
+        if not _ORIGIN.fullmatch(origin):
+            raise ConfigurationError(
+                f"kerberos setting 'trusted_origins': {origin!r} is not an origin such as "
+                "'https://app.example.com' (scheme, host and port only: no path, no '/')"
+            )
+    return tuple(normal_origin(origin) for origin in origins)
+
+
+def normal_origin(origin: str) -> str:
+    # Browsers send scheme and host in lower case, and no default port.
+    origin = origin.lower()
+    for scheme, port in (("http://", ":80"), ("https://", ":443")):
+        if origin.startswith(scheme) and origin.endswith(port):
+            return origin[: -len(port)]
+    return origin

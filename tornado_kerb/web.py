@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import tornado.web
 
+from .errors import ConfigurationError
 from .guard import KerberosGuard
 from .settings import KerberosSettings
 from .user import KerberosUser
@@ -64,6 +65,11 @@ class KerberosAuthMixin(_HandlerBase):
         ``kerberos_requried = True`` would otherwise leave every method open)."""
         super().__init_subclass__(**kwargs)
         _refuse_near_misses(cls)
+        # Tornado reads a streamed body (@stream_request_body, applied after the class is
+        # made) right after prepare(): the login must come first, so prepare() is
+        # wrapped here, whatever the class (or a later subclass) defines as prepare.
+        if not getattr(cls.prepare, "_tornado_kerb_streams", False):
+            cls.prepare = _login_before_body(cls.prepare)  # type: ignore[method-assign]
         # Decided once per class, not per request: does it bring its own settings?
         cls._kerberos_own_settings = (
             cls.get_kerberos_settings is not KerberosAuthMixin.get_kerberos_settings
@@ -178,6 +184,17 @@ class KerberosAuthMixin(_HandlerBase):
         """
         self.get_kerberos_guard().logout(self)
 
+    def get_login_url(self) -> str:
+        """Tornado's login page, for ``@tornado.web.authenticated``: without a
+        ``login_url`` setting, an error that names the decorator to use instead."""
+        if "login_url" not in self.settings:
+            raise ConfigurationError(
+                f"{type(self).__name__}: @tornado.web.authenticated needs a login page "
+                "(the login_url setting); for a Kerberos login use "
+                "@tornado_kerb.authenticated (it answers 401 with the challenge)"
+            )
+        return super().get_login_url()
+
     def clear(self) -> None:
         """Reset the response (see :meth:`tornado.web.RequestHandler.clear`), keeping the
         mutual-authentication token: an error page after a successful login must still
@@ -278,7 +295,25 @@ def _guarded(method: F, *, optional: bool) -> F:
         return method(self, *args, **kwargs)
 
     guarded._tornado_kerb_guarded = True  # type: ignore[attr-defined]
+    guarded._tornado_kerb_optional = optional  # type: ignore[attr-defined]
     return cast(F, guarded)
+
+
+def _login_before_body(prepare: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(prepare)
+    def login_then_prepare(self: KerberosAuthMixin, *args: Any, **kwargs: Any) -> Any:
+        if getattr(type(self), "_stream_request_body", False):
+            method = getattr(self, (self.request.method or "").lower(), None)
+            if getattr(method, "_tornado_kerb_guarded", False):
+                # The guarded method will find current_user set and not log in again.
+                optional = getattr(method, "_tornado_kerb_optional", False)
+                pending = self.get_kerberos_guard()._begin(self, optional)
+                if pending is not None and not isinstance(pending, KerberosUser):
+                    return _run_after(pending, prepare, self, args, kwargs)
+        return prepare(self, *args, **kwargs)
+
+    login_then_prepare._tornado_kerb_streams = True  # type: ignore[attr-defined]
+    return login_then_prepare
 
 
 async def _run_after(
@@ -295,7 +330,18 @@ async def _run_after(
     return result
 
 
-_OUR_NAMES = (
+#: What only the mixin reads: set on a handler without it, they protect nothing.
+MIXIN_ONLY = frozenset(
+    {
+        "kerberos_required",
+        "kerberos_optional",
+        "get_kerberos_guard",
+        "get_kerberos_settings",
+        "_KERBEROS_SETTINGS_KEY",
+    }
+)
+#: Every name a handler may define for tornado_kerb.
+OUR_NAMES = (
     "kerberos_required",
     "kerberos_optional",
     "kerberos_authorize",
@@ -313,9 +359,9 @@ _OUR_NAMES = (
 def _refuse_near_misses(cls: type) -> None:
     # A security library must not fail open on a typo in a class attribute.
     for name in vars(cls):
-        if name in _OUR_NAMES or "kerb" not in name.lower():
+        if name in OUR_NAMES or "kerb" not in name.lower():
             continue
-        close = difflib.get_close_matches(name, _OUR_NAMES, n=1, cutoff=0.85)
+        close = difflib.get_close_matches(name, OUR_NAMES, n=1, cutoff=0.85)
         if close:
             raise TypeError(
                 f"{cls.__name__}.{name}: not a tornado_kerb name; did you mean {close[0]!r}?"

@@ -188,6 +188,18 @@ class LDAPRealm:
         """The LDAP entry of ``principal`` (the realm is added when missing)."""
         return f"krbPrincipalName={_dn_value(self._qualify(principal))},cn={self.realm},{_TOP_DN}"
 
+    def add_alias(self, alias: str, principal: str) -> None:
+        """Make ``alias`` another name of ``principal`` (MIT's LDAP back end: one more
+        ``krbPrincipalName`` on the entry, ``krbCanonicalName`` naming the real one; MIT
+        1.20's kadmin has no ``add_alias``). Clients see the canonical name only with
+        ``canonicalize = true`` in krb5.conf's libdefaults."""
+        canonical = self._qualify(principal)
+        self._ldapmodify(
+            f"dn: {self.principal_dn(canonical)}\nchangetype: modify\n"
+            f"add: krbPrincipalName\nkrbPrincipalName: {self._qualify(alias)}\n-\n"
+            f"replace: krbCanonicalName\nkrbCanonicalName: {canonical}\n-\n"
+        )
+
     def allow_delegation(self, service_principal: str, targets: list[str]) -> None:
         """Let ``service_principal`` act as its users towards ``targets`` (S4U2Proxy).
 

@@ -1,0 +1,100 @@
+"""What an application routes to, and what in those handler classes would fail open.
+
+:meth:`KerberosGuard.check_application` asks :func:`application_problems`; every problem
+found here is a handler that a mistake left open (or broken for every user), said in one
+line that names the class and the fix.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterator
+from typing import Any
+
+import tornado.web
+
+from .web import MIXIN_ONLY, OUR_NAMES, KerberosAuthMixin
+
+__all__ = ["application_problems", "handler_classes"]
+
+# Tornado's @authenticated leaves this code object on every method it wraps.
+_TORNADO_AUTHENTICATED = tornado.web.authenticated(lambda self: None).__code__
+
+
+def handler_classes(app: tornado.web.Application) -> list[type[tornado.web.RequestHandler]]:
+    """Every handler class ``app``'s rules reach: nested routers, host rules and
+    applications mounted as targets included, each once, in routing order."""
+    found: dict[type[tornado.web.RequestHandler], None] = {}
+    seen: set[int] = set()
+
+    def walk(target: Any) -> None:
+        if id(target) in seen:
+            return
+        seen.add(id(target))
+        if isinstance(target, type):
+            if issubclass(target, tornado.web.RequestHandler):
+                found.setdefault(target)
+            return
+        if isinstance(target, tornado.web.Application):
+            walk(target.wildcard_router)
+            walk(target.default_router)
+            return
+        for rule in getattr(target, "rules", None) or ():  # a RuleRouter
+            walk(getattr(rule, "target", None))
+
+    walk(app)
+    return list(found)
+
+
+def application_problems(app: tornado.web.Application) -> list[str]:
+    """One line for each handler class of ``app`` that is open, or broken, by mistake."""
+    login_url = "login_url" in app.settings
+    return [line for cls in handler_classes(app) for line in class_problems(cls, login_url)]
+
+
+def class_problems(cls: type[tornado.web.RequestHandler], login_url: bool = False) -> list[str]:
+    """What is wrong with ``cls``; ``login_url``: the application has a login page."""
+    name = f"{cls.__module__}.{cls.__qualname__}"
+    mixin = issubclass(cls, KerberosAuthMixin)
+    problems = []
+    if not mixin:
+        used = sorted({attr for attr in _own_names(cls) if attr in MIXIN_ONLY})
+        if used:
+            problems.append(
+                f"{name} sets {', '.join(used)}, which only KerberosAuthMixin reads, without "
+                "inheriting it: the handler is open; add KerberosAuthMixin to its bases"
+            )
+        for attr in sorted(_own_names(cls)):
+            if attr in OUR_NAMES or "kerb" not in attr.lower():
+                continue
+            close = difflib.get_close_matches(attr, OUR_NAMES, n=1, cutoff=0.85)
+            if close:
+                problems.append(
+                    f"{name}.{attr}: not a tornado_kerb name; did you mean {close[0]!r}?"
+                )
+    for verb in cls.SUPPORTED_METHODS:
+        method = getattr(cls, verb.lower(), None)
+        guarded = getattr(method, "_tornado_kerb_guarded", False)
+        if mixin and not login_url and getattr(method, "__code__", None) is _TORNADO_AUTHENTICATED:
+            problems.append(
+                f"{name}.{verb.lower()} uses tornado.web.authenticated, which needs a login "
+                "page (login_url) and fails every request without one: use "
+                "tornado_kerb.authenticated"
+            )
+        if guarded and not mixin and getattr(cls, "_stream_request_body", False):
+            problems.append(
+                f"{name} streams its request body (@stream_request_body) and guards "
+                f"{verb.lower()} with a decorator: the body would reach data_received() "
+                "before the login; inherit KerberosAuthMixin (it logs in before the body), "
+                "or await guard.authenticate(self) in prepare()"
+            )
+    return problems
+
+
+def _own_names(cls: type) -> Iterator[str]:
+    # Names the application's own classes define: Tornado's and ours are not mistakes.
+    for klass in cls.__mro__:
+        module = getattr(klass, "__module__", "") or ""
+        if klass is object or module.startswith(("tornado.", "tornado_kerb.")):
+            continue
+        yield from vars(klass)
