@@ -82,6 +82,23 @@ _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 _OWN_SITE = frozenset({"same-origin", "none"})
 
 
+class _GuardOrClass:
+    # check_application works on a guard, and on the class for the application's guard.
+    def __init__(self, method: Callable[..., None]) -> None:
+        self._method = method
+        functools.update_wrapper(self, method)  # type: ignore[arg-type]
+
+    def __get__(self, guard: KerberosGuard | None, cls: type[KerberosGuard]) -> Callable[..., None]:
+        if guard is not None:
+            return functools.partial(self._method, guard)
+
+        def check_application(app: tornado.web.Application, key: str = "kerberos") -> None:
+            self._method(cls.for_application(app, key), app, key)
+
+        check_application.__doc__ = self._method.__doc__
+        return check_application
+
+
 class KerberosGuard:
     """Kerberos login for any :class:`tornado.web.RequestHandler`.
 
@@ -203,7 +220,7 @@ class KerberosGuard:
             app._tornado_kerb_guard = cached  # type: ignore[attr-defined]
         return cached[1]
 
-    def check_application(self, app: tornado.web.Application, key: str = "kerberos") -> None:
+    def _check_application(self, app: tornado.web.Application, key: str = "kerberos") -> None:
         """Raise :class:`~tornado_kerb.ConfigurationError` if ``app`` is set up so that
         some handler would be open, or every login would fail. Call it at start-up.
 
@@ -215,6 +232,9 @@ class KerberosGuard:
         inheriting it, a near miss of our names, Tornado's own
         ``@tornado.web.authenticated`` on a mixin handler, or a streamed body
         (``@stream_request_body``) that would reach the handler before the login.
+
+        Called on the class, ``KerberosGuard.check_application(app)`` checks the
+        application's own guard (building it from the setting, as the first request would).
         """
         from ._routes import application_problems  # web.py imports this module
 
@@ -226,6 +246,8 @@ class KerberosGuard:
         problems = application_problems(app)
         if problems:
             raise ConfigurationError("; ".join(problems))
+
+    check_application = _GuardOrClass(_check_application)
 
     def check(self, app: tornado.web.Application | None = None) -> None:
         """Do now what the first request would: check the keytab and acquire the acceptor
