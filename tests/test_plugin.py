@@ -11,10 +11,13 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 import textwrap
+import typing
 
+import tornado_kerb.testing
 import tornado_kerb.testing.plugin
 
 PLUGIN = "tornado_kerb.testing.plugin"
@@ -53,7 +56,7 @@ import tornado.netutil
 import tornado.web
 
 from tornado_kerb import KerberosAuthMixin, authenticated
-from tornado_kerb.testing.plugin import KerberosRealm, start_kerberos_realm
+from tornado_kerb.testing import KerberosRealm, start_kerberos_realm
 
 
 class Whoami(KerberosAuthMixin, tornado.web.RequestHandler):
@@ -153,6 +156,21 @@ def test_add_user_has_a_forwardable_ticket_of_its_own(kerberos_realm, serve):
     assert requests.get(url, auth=auth, timeout=30).json()["principal"] == alice.principal
 
 
+def test_each_added_user_logs_in_as_itself(kerberos_realm, serve):
+    url = serve(kerberos_realm.keytab)
+    alice = kerberos_realm.add_user("alice")
+    bob = kerberos_realm.add_user("bob")
+    for who in (bob, alice, bob):
+        header = kerberos_realm.negotiate_header(ccache=who.ccache)
+        response = requests.get(url, headers={"Authorization": header}, timeout=30)
+        assert response.json()["principal"] == who.principal
+    header = kerberos_realm.negotiate_header()  # no ccache: the realm's own user
+    response = requests.get(url, headers={"Authorization": header}, timeout=30)
+    assert response.json()["principal"] == kerberos_realm.user
+    response = httpx.get(url, auth=kerberos_realm.httpx_auth(ccache=bob.ccache), timeout=30)
+    assert response.json()["principal"] == bob.principal
+
+
 def test_add_service_keytab_serves_another_name(kerberos_realm, serve):
     url = serve(kerberos_realm.add_service("HTTP/web.test"), hostname="web.test")
     header = kerberos_realm.negotiate_header("HTTP@web.test")
@@ -166,6 +184,7 @@ def test_add_service_keytab_serves_another_name(kerberos_realm, serve):
 def test_a_second_realm_leaves_the_environment_alone_and_is_stopped(kerberos_realm):
     before = dict(os.environ)
     with start_kerberos_realm() as other:
+        assert isinstance(other, KerberosRealm)
         assert other.k5.portbase != kerberos_realm.k5.portbase
         assert other.env["KRB5_CONFIG"] != os.environ["KRB5_CONFIG"]
         assert os.path.isfile(other.keytab)
@@ -209,17 +228,26 @@ def _pytest(
     )
 
 
-def readme_example() -> str:
-    """The example test in the plugin's docstring, as a user would copy it."""
-    doc = tornado_kerb.testing.plugin.__doc__ or ""
-    _, sep, rest = doc.partition("A test::\n\n")
-    assert sep, "the docstring lost its example"
+def docstring_example(doc: str | None, marker: str) -> str:
+    """The literal block after ``marker`` in a docstring, as a user would copy it."""
+    _, sep, rest = (doc or "").partition(marker + "::\n\n")
+    assert sep, f"the docstring lost its example after {marker!r}"
     lines = []
     for line in rest.splitlines():
         if line and not line.startswith("    "):
             break
         lines.append(line)
     return textwrap.dedent("\n".join(lines)).strip() + "\n"
+
+
+def readme_example() -> str:
+    """The example test in the plugin's docstring."""
+    return docstring_example(tornado_kerb.testing.plugin.__doc__, "A test")
+
+
+def realm_example() -> str:
+    """The example script in ``tornado_kerb.testing``'s docstring: a realm outside pytest."""
+    return docstring_example(tornado_kerb.testing.__doc__, "A second user, bob, logging in")
 
 
 def test_readme_example_passes(tmp_path: pathlib.Path) -> None:
@@ -239,11 +267,72 @@ def test_helpers_against_a_real_server(tmp_path: pathlib.Path) -> None:
     (tmp_path / "conftest.py").write_text(CONFTEST)
     result = _pytest(tmp_path, "test_helpers.py")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "6 passed" in result.stdout, result.stdout
+    assert "7 passed" in result.stdout, result.stdout
     # The session ended: os.environ exactly as before, the realm stopped and removed.
     assert json.loads((tmp_path / "session.json").read_text()) == {"environ_restored": True}
     tmpdir = json.loads((tmp_path / "realm.json").read_text())["tmpdir"]
     assert tmpdir and not os.path.exists(tmpdir)
+
+
+def test_the_realm_example_logs_bob_in_and_stops_the_realm(tmp_path: pathlib.Path) -> None:
+    # The script in tornado_kerb.testing's docstring, run word for word as a user runs it.
+    example = realm_example()
+    for step in (
+        "realm = start_kerberos_realm()",
+        'bob = realm.add_user("bob")',
+        "realm.negotiate_header(ccache=bob.ccache)",
+        "realm.stop()",
+    ):
+        assert step in example
+    # What the docstring says it prints: bob, not the realm's own user.
+    claimed = re.search(r"print\(response\.body\.decode\(\)\)  # (\S+)\n", example)
+    assert claimed and claimed[1] == "bob@KRBTEST.COM"
+    (tmp_path / "example.py").write_text(example)
+    temp = tmp_path / "temp"  # where k5test makes the realm's directory
+    temp.mkdir()
+    env = {**_env(), "TMPDIR": str(temp)}
+    result = subprocess.run(
+        [sys.executable, "example.py"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout == claimed[1] + "\n"
+    # realm.stop() ran: the realm's directory (its KDC database, keytab, caches) is gone.
+    assert list(temp.iterdir()) == []
+
+
+def test_tornado_kerb_testing_exports_the_typed_realm_and_the_plugin_the_same() -> None:
+    testing = tornado_kerb.testing
+    for name in ("KerberosRealm", "RealmUser", "start_kerberos_realm", "start_realm"):
+        assert name in testing.__all__
+    for name in ("KerberosRealm", "RealmUser", "start_kerberos_realm", "kerberos_realm_session"):
+        assert getattr(tornado_kerb.testing.plugin, name) is getattr(testing, name)
+    hints = typing.get_type_hints(testing.start_kerberos_realm)
+    assert hints["return"] is testing.KerberosRealm
+
+
+def test_importing_tornado_kerb_testing_needs_no_pytest_nor_k5test() -> None:
+    # Demos and benchmarks use tornado_kerb.testing outside pytest.
+    code = (
+        "import sys\n"
+        "sys.modules['k5test'] = None\n"
+        "sys.modules['pytest'] = None\n"
+        "from tornado_kerb.testing import KerberosRealm, start_kerberos_realm\n"
+        "try:\n"
+        "    start_kerberos_realm()\n"
+        "except ImportError as err:\n"
+        "    print(err)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=_env(), capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert "needs k5test (pip install 'tornado_kerb[test]')" in result.stdout
 
 
 def test_loading_the_plugin_imports_no_test_extra() -> None:
@@ -276,6 +365,7 @@ def test_without_k5test_pytest_loads_the_plugin_and_the_fixture_says_why(
     assert result.returncode == 1  # a test error, not an internal or usage error
 
 
-def test_the_readme_shows_the_example_that_runs() -> None:
-    readme = (pathlib.Path(__file__).resolve().parent.parent / "README.md").read_text()
+def test_the_readme_shows_the_examples_that_run() -> None:
+    readme = (ROOT / "README.md").read_text()
     assert "```python\n" + readme_example() + "```" in readme
+    assert "```python\n" + realm_example() + "```" in readme

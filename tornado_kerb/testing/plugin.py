@@ -1,11 +1,12 @@
 """A pytest plugin: a throwaway Kerberos realm for testing your own Tornado handlers.
 
-The ``kerberos_realm`` fixture (session-scoped) is a :class:`KerberosRealm`: a real MIT
-KDC on a random port base with an ``HTTP/localhost`` key in :attr:`KerberosRealm.keytab`
-and a user holding a forwardable ticket; its environment (``KRB5_CONFIG``,
-``KRB5CCNAME``, ...) is in ``os.environ`` for the session, put back exactly afterwards,
-and the KDC is always stopped. Needs ``k5test`` (the ``test`` extra) and MIT krb5's KDC
-programs only when the fixture is used: loading the plugin does not import k5test. A test::
+The ``kerberos_realm`` fixture (session-scoped) is a
+:class:`tornado_kerb.testing.KerberosRealm`: a real MIT KDC on a random port base with an
+``HTTP/localhost`` key in :attr:`~tornado_kerb.testing.KerberosRealm.keytab` and a user
+holding a forwardable ticket; its environment (``KRB5_CONFIG``, ``KRB5CCNAME``, ...) is in
+``os.environ`` for the session, put back exactly afterwards, and the KDC is always stopped.
+Needs ``k5test`` (the ``test`` extra) and MIT krb5's KDC programs only when the fixture is
+used: loading the plugin does not import k5test. A test::
 
     import pytest
     import tornado.testing
@@ -35,26 +36,28 @@ programs only when the fixture is used: loading the plugin does not import k5tes
             assert response.body.decode() == self.realm.user
 
 Real clients work too: ``requests.get(url, auth=kerberos_realm.requests_auth())`` and
-``httpx.get(url, auth=kerberos_realm.httpx_auth())``. For a realm set up differently,
-override the fixture in your ``conftest.py`` with :func:`kerberos_realm_session`.
+``httpx.get(url, auth=kerberos_realm.httpx_auth())``; more users with
+``kerberos_realm.add_user("bob")``. For a realm set up differently, override the fixture in
+your ``conftest.py`` with :func:`~tornado_kerb.testing.kerberos_realm_session`. Outside
+pytest, :func:`tornado_kerb.testing.start_kerberos_realm` starts the same realm: the realm
+and its helpers live in :mod:`tornado_kerb.testing` (this module re-exports them) and only
+the fixture is here.
 """
 
 from __future__ import annotations
 
-import base64
-import contextlib
-import dataclasses
-import os
-import re
-import urllib.parse
-from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, NamedTuple
+from collections.abc import Iterator
 
 import pytest
 
-if TYPE_CHECKING:
-    import gssapi
-    import httpx_gssapi
+# The realm lives in tornado_kerb.testing, which needs no pytest; re-exported here for
+# conftest.py files that import it from the plugin.
+from tornado_kerb.testing import (
+    KerberosRealm,
+    RealmUser,
+    kerberos_realm_session,
+    start_kerberos_realm,
+)
 
 __all__ = [
     "KerberosRealm",
@@ -64,244 +67,10 @@ __all__ = [
     "start_kerberos_realm",
 ]
 
-# The service principal a server on this machine accepts, as clients ask for it.
-_HTTP_SERVICE = "HTTP/localhost"
-# k5test options the realm decides itself: the user and their forwardable ticket.
-_REFUSED = ("create_kdb", "create_user", "get_creds", "start_kdc", "existing")
-
-
-class RealmUser(NamedTuple):
-    """A user of a :class:`KerberosRealm` with a forwardable ticket in a cache of its own."""
-
-    #: ``name@REALM``.
-    principal: str
-    password: str
-    #: Path of the credentials cache holding the user's ticket.
-    ccache: str
-
-
-@dataclasses.dataclass(repr=False, eq=False)
-class KerberosRealm:
-    """A running throwaway MIT realm (k5test) set up for testing an HTTP service.
-
-    Attributes:
-
-    - ``realm``: the realm name (``KRBTEST.COM``).
-    - ``user``: the principal of the realm's user (``user@KRBTEST.COM``), who holds a
-      forwardable ticket in ``ccache``, so a client can delegate.
-    - ``password``: that user's password (for Basic logins).
-    - ``ccache``: path of the user's credentials cache (``KRB5CCNAME`` in ``env``).
-    - ``keytab``: path of a keytab with the ``HTTP/localhost`` key: give it to the server as
-      ``kerberos={"keytab": realm.keytab, "hostname": "localhost"}``.
-    - ``env``: the realm's environment (``KRB5_CONFIG``, ``KRB5CCNAME``,
-      ``KRB5RCACHEDIR``, ...). Kerberos clients and servers in this process read
-      ``os.environ``, so they reach this realm only while it is there: the
-      ``kerberos_realm`` fixture puts it there; with :func:`start_kerberos_realm` it is yours
-      to do (or to pass to a subprocess).
-    - ``k5``: the ``k5test.K5Realm`` underneath (``k5.tmpdir``, ``k5.run``, ``k5.addprinc``).
-
-    Build one with :func:`start_kerberos_realm`; :meth:`stop` it when done (it is also a
-    context manager that stops it on exit).
-    """
-
-    realm: str
-    user: str
-    password: str
-    ccache: str
-    keytab: str
-    env: dict[str, str]
-    k5: Any
-    _stopped: bool = dataclasses.field(default=False, init=False)
-
-    def add_user(self, name: str) -> RealmUser:
-        """Add the principal ``name@REALM`` with a password, and get it a forwardable
-        ticket in a credentials cache of its own (the default cache stays :attr:`user`'s).
-
-        Calling it again for the same name gets a fresh ticket.
-        """
-        if not name or "@" in name:
-            raise ValueError(f"a principal name without a realm, not {name!r}")
-        principal = f"{name}@{self.realm}"
-        password = self.k5.password(name)
-        # kadmin.local exits 0 when the principal exists already: kinit is the check.
-        self.k5.addprinc(principal, password)
-        ccache = os.path.join(self.k5.tmpdir, f"ccache.{_file_part(name)}")
-        self.k5.kinit(principal, password, flags=["-f", "-c", ccache])
-        return RealmUser(principal, password, ccache)
-
-    def add_service(self, principal: str) -> str:
-        """Add a service principal (``postgres/localhost``) with a random key; return the
-        path of a new keytab holding that key (reusing the key if the principal exists)."""
-        if not principal or any(c.isspace() for c in principal):
-            raise ValueError(f"bad principal name {principal!r}")
-        keytab = os.path.join(self.k5.tmpdir, f"{_file_part(principal)}.keytab")
-        self.k5.addprinc(principal)
-        self.k5.extract_keytab(principal, keytab)
-        # kadmin.local exits 0 even when ktadd fails: the keytab itself is the check.
-        if not os.path.isfile(keytab) or os.path.getsize(keytab) == 0:
-            raise RuntimeError(f"could not extract a keytab for {principal}")
-        return keytab
-
-    def negotiate_header(
-        self, target: str = "HTTP@localhost", *, delegate: bool = False, ccache: str | None = None
-    ) -> str:
-        """An ``Authorization`` header value, ``Negotiate <SPNEGO token>``, for ``target``
-        (a host-based service name, ``service@host``, or a URL: ``HTTP@`` its host, as a
-        browser builds it), as a browser would send it.
-
-        The token comes from :attr:`user`'s ticket, or from the cache ``ccache`` (see
-        :meth:`add_user`). With ``delegate``, the client forwards its ticket, and the
-        server's ``current_user.delegated_credentials`` is set. Each call makes a fresh
-        token: a server refuses one it has seen (replay). Needs :attr:`env` in
-        ``os.environ``, where the Kerberos library looks for the KDC.
-        """
-        import gssapi
-
-        if "://" in target:
-            target = f"HTTP@{urllib.parse.urlsplit(target).hostname or 'localhost'}"
-        flags = int(gssapi.RequirementFlag.mutual_authentication)
-        if delegate:
-            flags |= gssapi.RequirementFlag.delegate_to_peer
-        ctx = gssapi.SecurityContext(
-            name=gssapi.Name(target, gssapi.NameType.hostbased_service),
-            usage="initiate",
-            mech=gssapi.Mechanism.from_sasl_name("SPNEGO"),
-            creds=self._credentials(ccache),
-            flags=flags,
-        )
-        token: bytes = ctx.step()
-        return "Negotiate " + base64.b64encode(token).decode()
-
-    def requests_auth(self, *, ccache: str | None = None, **kwargs: Any) -> Any:
-        """A ``requests_gssapi.HTTPSPNEGOAuth`` logging in as :attr:`user` (or as the owner
-        of ``ccache``), requiring the server's mutual authentication; ``kwargs`` go to it
-        (``delegate=True``, ``opportunistic_auth=True``, ...). Needs ``requests-gssapi``."""
-        import requests_gssapi  # type: ignore[import-untyped]
-
-        kwargs.setdefault("mutual_authentication", requests_gssapi.REQUIRED)
-        kwargs.setdefault("creds", self._credentials(ccache))
-        return requests_gssapi.HTTPSPNEGOAuth(**kwargs)
-
-    def httpx_auth(
-        self, *, ccache: str | None = None, **kwargs: Any
-    ) -> httpx_gssapi.HTTPSPNEGOAuth:
-        """An ``httpx_gssapi.HTTPSPNEGOAuth`` (sync and async clients) logging in as
-        :attr:`user` (or as the owner of ``ccache``), requiring the server's mutual
-        authentication; ``kwargs`` go to it. Needs ``httpx-gssapi``."""
-        import httpx_gssapi
-
-        kwargs.setdefault("mutual_authentication", httpx_gssapi.REQUIRED)
-        kwargs.setdefault("creds", self._credentials(ccache))
-        return httpx_gssapi.HTTPSPNEGOAuth(**kwargs)
-
-    def stop(self) -> None:
-        """Stop the KDC and remove the realm's directory; safe to call again."""
-        if self._stopped:
-            return
-        self._stopped = True
-        self.k5.stop()
-
-    def __enter__(self) -> KerberosRealm:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    def __repr__(self) -> str:
-        state = "stopped" if self._stopped else f"port {self.k5.portbase}"
-        return f"<KerberosRealm {self.realm} user={self.user} {state}>"
-
-    def _credentials(self, ccache: str | None) -> gssapi.Credentials:
-        import gssapi
-
-        # Named explicitly, so the ticket used does not depend on KRB5CCNAME.
-        return gssapi.Credentials(usage="initiate", store={"ccache": ccache or self.ccache})
-
-
-def _file_part(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]", "_", name)
-
-
-def start_kerberos_realm(
-    *,
-    krb5_conf: Mapping[str, Any] | None = None,
-    prepare: Callable[[Any], None] | None = None,
-    **kwargs: Any,
-) -> KerberosRealm:
-    """Start a :class:`KerberosRealm`: a k5test realm on a random port base with forwardable
-    tickets, the ``HTTP/localhost`` key in its own keytab, and the user's ticket (``kinit
-    -f``). Leaves ``os.environ`` alone (see :func:`kerberos_realm_session`).
-
-    ``krb5_conf`` is merged over those settings (``{"libdefaults": {...}}``); ``prepare``
-    is called with the k5test realm before any principal or ticket is made (to point a
-    KDC proxy at it, say); other keyword arguments go to ``k5test.K5Realm``
-    (``realm="EXAMPLE.COM"``). Raises
-    :class:`ImportError` without ``k5test``, :class:`RuntimeError` when no KDC would start.
-    """
-    refused = [name for name in _REFUSED if name in kwargs]
-    if refused:
-        raise TypeError(f"start_kerberos_realm does not take {', '.join(refused)}")
-    try:
-        import k5test  # noqa: F401 - only to say what is missing
-    except ImportError as err:
-        raise ImportError(
-            "the kerberos_realm fixture needs k5test (pip install 'tornado_kerb[test]') "
-            "and MIT krb5's KDC programs"
-        ) from err
-    from tornado_kerb.testing import start_realm
-
-    conf = dict(krb5_conf or {})
-    # Forwardable, so a client can delegate: without it delegation silently gives None.
-    conf["libdefaults"] = {"forwardable": "true", **conf.get("libdefaults", {})}
-    k5 = start_realm(krb5_conf=conf, get_creds=False, **kwargs)
-    try:
-        if prepare is not None:
-            prepare(k5)
-        keytab = os.path.join(k5.tmpdir, "http.keytab")
-        k5.addprinc(_HTTP_SERVICE)
-        k5.extract_keytab(_HTTP_SERVICE, keytab)
-        password = k5.password("user")
-        k5.kinit(k5.user_princ, password, flags=["-f"])
-        return KerberosRealm(
-            realm=k5.realm,
-            user=k5.user_princ,
-            password=password,
-            ccache=k5.ccache,
-            keytab=keytab,
-            env=dict(k5.env),
-            k5=k5,
-        )
-    except BaseException:
-        k5.stop()
-        raise
-
-
-@contextlib.contextmanager
-def kerberos_realm_session(
-    *,
-    krb5_conf: Mapping[str, Any] | None = None,
-    prepare: Callable[[Any], None] | None = None,
-    **kwargs: Any,
-) -> Iterator[KerberosRealm]:
-    """Start a realm (see :func:`start_kerberos_realm`, which takes the same arguments) and
-    put its environment into ``os.environ`` until the block ends; then put ``os.environ``
-    back exactly as it was and stop the realm, whatever happened. To configure the
-    fixture, override it in your ``conftest.py``::
-
-        @pytest.fixture(scope="session")
-        def kerberos_realm():
-            with kerberos_realm_session(realm="EXAMPLE.COM") as realm:
-                yield realm
-    """
-    from tornado_kerb.testing import realm_environment
-
-    with start_kerberos_realm(krb5_conf=krb5_conf, prepare=prepare, **kwargs) as realm:
-        with realm_environment(realm.env):
-            yield realm
-
 
 @pytest.fixture(scope="session")
 def kerberos_realm() -> Iterator[KerberosRealm]:
-    """A :class:`KerberosRealm` for the session, its environment in ``os.environ``."""
+    """A :class:`~tornado_kerb.testing.KerberosRealm` for the session, its environment in
+    ``os.environ``."""
     with kerberos_realm_session() as realm:
         yield realm
