@@ -32,7 +32,8 @@ def _parser() -> argparse.ArgumentParser:
         "doctor",
         help="check the keytab, krb5.conf, the KDC, DNS and the clock",
         description="Check what a Kerberos web server needs, and say how to fix what is "
-        "wrong. Each check prints OK, WARN or FAIL; the exit status is 1 if one FAILs.",
+        "wrong. Each check prints OK, WARN or FAIL, or SKIP with the reason it could not "
+        "run; the exit status is 1 if one FAILs.",
     )
     check.add_argument(
         "--keytab",

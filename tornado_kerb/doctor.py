@@ -1,8 +1,9 @@
 """``tornado-kerb doctor``: find the broken keytab, SPN, KDC or clock before users do.
 
 Most Kerberos web deployments fail on configuration, not code. Each check here returns a
-:class:`Check` (``OK``, ``WARN`` or ``FAIL``, one line of detail, one line of advice);
-:func:`run` runs them in order and leaves out those an earlier failure makes pointless::
+:class:`Check` (``OK``, ``WARN``, ``FAIL`` or ``SKIP``, one line of detail, one line of
+advice); :func:`run` reports every check, in order, and one that could not run (no URL
+given, no ticket, an earlier failure) as ``SKIP`` saying why::
 
     checks = run(keytab="/etc/http.keytab", hostname="www.example.com")
     print(render_text(checks))
@@ -18,6 +19,7 @@ enctypes, never key material.
 from __future__ import annotations
 
 import dataclasses
+import grp
 import json
 import os
 import pwd
@@ -37,7 +39,7 @@ from gssapi.raw.misc import GSSError
 from ._gss import translate
 from .basic import default_realm
 from .errors import KerberosError
-from .keytab import KeytabReport, inspect_keytab, wanted_prefix
+from .keytab import KeytabReport, inspect_keytab
 from .negotiate import Acceptor
 
 __all__ = [
@@ -51,7 +53,8 @@ __all__ = [
     "run",
 ]
 
-Status = Literal["OK", "WARN", "FAIL"]
+#: ``SKIP``: the check could not run; its detail says why. It does not change the exit code.
+Status = Literal["OK", "WARN", "FAIL", "SKIP"]
 #: Stable check names, in the order :func:`run` reports them.
 CheckName = Literal[
     "keytab",
@@ -90,9 +93,9 @@ class Check:
     advice: str = ""
 
     def __post_init__(self) -> None:
-        # One line each, whatever MIT's messages or a principal name hold.
-        object.__setattr__(self, "detail", " ".join(self.detail.split()))
-        object.__setattr__(self, "advice", " ".join(self.advice.split()))
+        # One line each, in words, whatever MIT's messages or a principal name hold.
+        object.__setattr__(self, "detail", _plain(self.detail))
+        object.__setattr__(self, "advice", _plain(self.advice))
 
     def as_dict(self) -> dict[str, str]:
         """The check as a JSON-ready dict."""
@@ -106,31 +109,49 @@ def run(
     realm: str | None = None,
     url: str | None = None,
 ) -> list[Check]:
-    """Run every check and return the findings, in order.
+    """Run every check and return the findings, in order: one :class:`Check` per name of
+    :data:`CheckName` (``end-to-end`` once per SPN), ``SKIP`` for those that could not run.
 
     The arguments mean what :class:`~tornado_kerb.KerberosSettings` says; ``url`` is the
     address users type, whose host (unless ``hostname`` is given) is the host we serve.
     """
     url_host = _url_host(url) if url is not None else None
     hostname = hostname or url_host
+    conf = _Krb5Conf.find()
     report = inspect_keytab(keytab)
-    checks = list(_keytab_checks(report, service, hostname))
-    checks += _config_checks(realm, report, service, hostname)
+    known_realm = realm or default_realm()
+    checks = list(_keytab_checks(report, service, hostname, known_realm))
+    checks += _config_checks(realm, report, service, hostname, conf)
     canonical = None
     if url is not None:
-        url_check, canonical = _url_check(url_host, report, service)
+        url_check, canonical = _url_check(url_host, report, service, known_realm)
         checks.append(url_check)
-    if report.problem is None:
-        spns = report.ours(service, hostname)
-        if canonical and canonical != hostname:
-            spns += report.ours(service, canonical)
-        if spns:
-            checks += _end_to_end(report, service, sorted(set(spns)))
+    else:
+        checks.append(
+            Check(
+                "SKIP",
+                "url",
+                "no --url given: the SPN browsers build from the address they open is not checked",
+                "pass --url with the address users open (https://www.example.com/)",
+            )
+        )
+    if report.problem is not None:
+        checks += _no_end_to_end("needs a keytab to accept a ticket with (see keytab)")
+        return checks
+    spns = report.ours(service, hostname)
+    if canonical and canonical != hostname:
+        spns += report.ours(service, canonical)
+    if not spns:
+        checks += _no_end_to_end(
+            f"no {service}/{hostname or ''} key in the keytab to accept a ticket with (see spn)"
+        )
+        return checks
+    checks += _end_to_end(report, service, sorted(set(spns)), conf)
     return checks
 
 
 def exit_code(checks: Sequence[Check]) -> int:
-    """0 when nothing failed, 1 otherwise."""
+    """0 when nothing failed, 1 otherwise (``WARN`` and ``SKIP`` do not count)."""
     return 1 if any(check.status == "FAIL" for check in checks) else 0
 
 
@@ -160,30 +181,70 @@ def render_json(checks: Sequence[Check]) -> str:
 
 
 def _counts(checks: Sequence[Check]) -> dict[str, int]:
-    return {s: sum(c.status == s for c in checks) for s in ("FAIL", "WARN", "OK")}
+    return {s: sum(c.status == s for c in checks) for s in ("FAIL", "WARN", "OK", "SKIP")}
+
+
+# Error text as python-gssapi gives it: "Major (851968): Unspecified GSS failure.  Minor
+# code may provide more information, Minor (2529639053): <what MIT says>", and pykrb5's
+# "<what MIT says> -1765328189". The numbers (com_err codes: seven digits and more) mean
+# nothing to a reader; MIT's words say it all.
+_GSS_MAJOR = re.compile(r"\bMajor \(\d+\): ")
+_GSS_MINOR = re.compile(r",?\s*\bMinor \(\d+\): ")
+_GSS_FILLER = re.compile(
+    r"Unspecified GSS failure\.\s+Minor code may provide more information:\s*", re.IGNORECASE
+)
+_RAW_CODE = re.compile(r"\s*\(-?\d{7,}\)|\s+-\d{7,}\b")
+
+
+def _plain(text: str) -> str:
+    """``text`` on one line, without raw error numbers."""
+    text = _GSS_MINOR.sub(": ", _GSS_MAJOR.sub("", text))
+    text = _RAW_CODE.sub("", _GSS_FILLER.sub("", text))
+    return " ".join(text.split())
+
+
+@dataclasses.dataclass(frozen=True)
+class _Krb5Conf:
+    """Which krb5.conf files libkrb5 reads (``KRB5_CONFIG`` or ``/etc/krb5.conf``)."""
+
+    searched: tuple[str, ...]
+    found: tuple[str, ...]
+    from_env: bool
+
+    @classmethod
+    def find(cls) -> _Krb5Conf:
+        env = os.environ.get("KRB5_CONFIG")
+        searched = tuple(p for p in env.split(":") if p) if env else ("/etc/krb5.conf",)
+        found = tuple(p for p in searched if os.path.isfile(p) and os.access(p, os.R_OK))
+        return cls(searched, found, bool(env))
+
+    @property
+    def where(self) -> str:
+        """The file to edit, and where its name came from."""
+        path = (self.found or self.searched or ("/etc/krb5.conf",))[0]
+        return f"{path} (KRB5_CONFIG)" if self.from_env else path
 
 
 # -- the keytab ------------------------------------------------------------------------
 
 
-def _keytab_checks(report: KeytabReport, service: str, hostname: str | None) -> Iterator[Check]:
+def _keytab_checks(
+    report: KeytabReport, service: str, hostname: str | None, realm: str | None
+) -> Iterator[Check]:
     where = report.path or report.name
     if report.problem:
         yield Check("FAIL", "keytab", f"{where} {report.problem}", _keytab_advice(report))
     else:
         yield Check("OK", "keytab", f"{where} is readable by {_user(os.geteuid())}", _as_root())
-    if report.path is not None:
-        try:
-            st = os.stat(report.path)
-        except OSError:
-            st = None
-        if st is not None and stat.S_ISREG(st.st_mode):
-            yield _permissions(report.path, st)
+    yield _permissions(report)
     if report.problem:
+        unread = "no keys to look at: the keytab is unusable (see keytab)"
+        yield Check("SKIP", "principals", unread)
+        yield Check("SKIP", "spn", unread)
+        yield Check("SKIP", "enctypes", unread)
         return
     yield Check("OK", "principals", _describe_entries(report))
     ours = report.ours(service, hostname)
-    prefix = wanted_prefix(service, hostname)
     if ours:
         anyhost = "" if hostname else f" (no hostname given: any {service}/ key is accepted)"
         yield Check("OK", "spn", f"holds {', '.join(ours)}{anyhost}")
@@ -191,11 +252,21 @@ def _keytab_checks(report: KeytabReport, service: str, hostname: str | None) -> 
         yield Check(
             "FAIL",
             "spn",
-            f"holds no key for {prefix}… (it holds {', '.join(report.principals())})",
-            f"extract {service}/{hostname or 'HOST'} into this keytab ({_EXTRACT}), "
-            "or pass the --service/--hostname it was made for",
+            f"holds no key for {_wanted(service, hostname, realm)}; "
+            f"it holds {', '.join(report.principals())}",
+            f"extract {service}/{hostname or 'HOST'}@{realm or 'REALM'} into this keytab "
+            f"({_EXTRACT}), or pass the --service/--hostname it was made for",
         )
     yield _enctypes(report, ours)
+
+
+def _wanted(service: str, hostname: str | None, realm: str | None) -> str:
+    """The principal(s) :meth:`KeytabReport.ours` looks for, in words: it takes any realm."""
+    if hostname is None:
+        return f"{service}/ on any host, in any realm"
+    if realm is None:
+        return f"{service}/{hostname} in any realm"
+    return f"{service}/{hostname}@{realm} (nor in any other realm)"
 
 
 def _keytab_advice(report: KeytabReport) -> str:
@@ -213,18 +284,35 @@ def _keytab_advice(report: KeytabReport) -> str:
     return f"check that it is a keytab: klist -k {path}"
 
 
-def _permissions(path: str, st: os.stat_result) -> Check:
+def _permissions(report: KeytabReport) -> Check:
+    if report.path is None:
+        return Check("SKIP", "permissions", f"{report.name} is not a file: no mode to check")
+    try:
+        st = os.stat(report.path)
+    except OSError as err:
+        return Check(
+            "SKIP", "permissions", f"no file to check: {report.path}: {err.strerror or err}"
+        )
+    if not stat.S_ISREG(st.st_mode):
+        return Check("SKIP", "permissions", f"{report.path} is not a regular file (see keytab)")
+    path = report.path
     mode = stat.S_IMODE(st.st_mode)
     owner = _user(st.st_uid)
-    who = " and ".join(name for name, bits in (("group", 0o060), ("others", 0o006)) if mode & bits)
+    group = f"group {_group(st.st_gid)}"
+    who = " and ".join(name for name, bits in ((group, 0o060), ("others", 0o006)) if mode & bits)
     if not who:
         return Check("OK", "permissions", f"mode {mode:04o}, owner {owner}: only the owner")
     can = "read and write" if mode & 0o022 and mode & 0o044 else "read" if mode & 0o044 else "write"
+    # Whoever reads the keys can pose as the service and make tickets naming any user;
+    # whoever writes them can put in keys of their own and do the same.
     return Check(
-        "WARN",
+        "FAIL",
         "permissions",
-        f"mode {mode:04o}, owner {owner}: {who} can {can} the service keys",
-        f"chmod 600 {shlex.quote(path)}",
+        f"mode {mode:04o}, owner {owner}: {who} can {can} the service keys, "
+        "and with them log in to this service as any user",
+        f"chmod 600 {shlex.quote(path)}, owned by the server's user "
+        f"(chown USER {shlex.quote(path)}); if others had a copy, give the service new keys "
+        "(MIT: ktadd without -norandkey; AD: reset the account's password) and extract again",
     )
 
 
@@ -276,6 +364,13 @@ def _user(uid: int) -> str:
         return f"uid {uid}"
 
 
+def _group(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
+
+
 def _as_root() -> str:
     if os.geteuid() != 0:
         return ""
@@ -286,27 +381,25 @@ def _as_root() -> str:
 
 
 def _config_checks(
-    realm: str | None, report: KeytabReport, service: str, hostname: str | None
+    realm: str | None, report: KeytabReport, service: str, hostname: str | None, conf: _Krb5Conf
 ) -> list[Check]:
     checks = []
-    env = os.environ.get("KRB5_CONFIG")
-    searched = [p for p in env.split(":") if p] if env else ["/etc/krb5.conf"]
-    found = [p for p in searched if os.path.isfile(p) and os.access(p, os.R_OK)]
-    source = " (from KRB5_CONFIG)" if env else ""
-    if found:
-        checks.append(Check("OK", "krb5.conf", f"{', '.join(found)}{source}"))
+    source = " (from KRB5_CONFIG)" if conf.from_env else ""
+    if conf.found:
+        checks.append(Check("OK", "krb5.conf", f"{', '.join(conf.found)}{source}"))
     else:
         checks.append(
             Check(
                 "WARN",
                 "krb5.conf",
-                f"no readable krb5.conf: looked at {', '.join(searched)}{source}; "
+                f"no readable krb5.conf: looked at {', '.join(conf.searched)}{source}; "
                 "libkrb5 falls back to DNS and built-in defaults",
                 "create /etc/krb5.conf with [libdefaults] default_realm and the realm's kdc, "
                 "or point KRB5_CONFIG at one",
             )
         )
     default = default_realm()
+    keytab_realms = sorted({p.rpartition("@")[2] for p in report.ours(service, hostname)})
     if realm and default and realm != default:
         checks.append(
             Check(
@@ -320,20 +413,31 @@ def _config_checks(
         how = "krb5's default realm" if default else "given; krb5 has no default realm"
         checks.append(Check("OK", "realm", f"{realm or default} ({how})"))
     else:
+        # KerberosGuard raises ConfigurationError here: no realm for Basic users, and no
+        # realm whose users may log in.
+        example = keytab_realms[0] if keytab_realms else "EXAMPLE.COM"
         checks.append(
             Check(
-                "WARN",
+                "FAIL",
                 "realm",
-                "no default realm: Basic logins with a bare user name have no realm",
-                "set default_realm in [libdefaults] of krb5.conf, or the 'realm' setting",
+                f"no realm: no --realm given and no default_realm in {conf.where}; "
+                "the server refuses to start without one",
+                f"set default_realm = {example} in [libdefaults] of {conf.where}, or the "
+                f"application's kerberos['realm'] setting (here: --realm {example})",
             )
         )
-    target = realm or default
-    if target is None and report.problem is None:
-        ours = report.ours(service, hostname)
-        target = ours[0].rpartition("@")[2] if ours else None
+    target = realm or default or (keytab_realms[0] if keytab_realms else None)
     if target is not None:
-        checks.append(_kdc_check(target, _profile_kdcs(found, target)))
+        checks.append(_kdc_check(target, _profile_kdcs(conf.found, target), conf))
+    else:
+        checks.append(
+            Check(
+                "SKIP",
+                "kdc",
+                "no realm to look up the KDC for: no --realm, no default_realm, "
+                "no key for the service in the keytab",
+            )
+        )
     return checks
 
 
@@ -415,16 +519,21 @@ def _kdc_endpoint(value: str) -> tuple[str, str, int]:
     return transport, host, int(port) if port.isdigit() else _KDC_PORT
 
 
-def _kdc_check(realm: str, kdcs: list[str]) -> Check:
+def _kdc_check(realm: str, kdcs: list[str], conf: _Krb5Conf | None = None) -> Check:
+    where = (conf or _Krb5Conf.find()).where
     if not kdcs:
         return Check(
             "WARN",
             "kdc",
             f"krb5.conf names no kdc for {realm}: libkrb5 looks in DNS "
             f"(_kerberos._tcp.{realm} SRV records), which doctor does not check",
-            f"add kdc = HOST to [realms] {realm} = {{ ... }}, or check those SRV records",
+            f"add {realm} = {{ kdc = HOST:PORT }} to the [realms] section of {where}, "
+            "or check those SRV records",
         )
-    up, down, udp = [], [], []
+    up: list[str] = []
+    down: list[str] = []
+    udp: list[str] = []
+    closed: list[int] = []
     for value in kdcs:
         transport, host, port = _kdc_endpoint(value)
         if transport == "udp":
@@ -434,7 +543,8 @@ def _kdc_check(realm: str, kdcs: list[str]) -> Check:
         try:
             socket.create_connection((host, port), timeout=_CONNECT_TIMEOUT).close()
         except OSError as err:
-            down.append(f"{host}:{port} ({err.strerror or err})")
+            down.append(f"{host}:{port} ({_plain(err.strerror or str(err))})")
+            closed.append(port)
         else:
             up.append(f"{host}:{port} ({(time.monotonic() - start) * 1000:.0f} ms)")
     probe = "a TCP connect, no request sent"
@@ -445,21 +555,28 @@ def _kdc_check(realm: str, kdcs: list[str]) -> Check:
             "WARN",
             "kdc",
             f"{realm}: connected to {', '.join(up)}, not to {', '.join(down)}",
-            "one KDC down halves the failover: check it runs and port 88 is open to it",
+            f"one KDC down halves the failover: check that it runs and that firewalls let "
+            f"TCP port {_ports(closed)} through",
         )
     if down:
         return Check(
             "FAIL",
             "kdc",
             f"{realm}: could not connect to any KDC: {', '.join(down)} ({probe})",
-            "check the KDC's name resolves, it runs, and firewalls let TCP port 88 through",
+            f"check that a KDC runs there and that firewalls let TCP port {_ports(closed)} "
+            f"through; if the address is wrong, correct kdc = in the [realms] section of "
+            f"{where}",
         )
     return Check(
-        "WARN",
+        "SKIP",
         "kdc",
         f"{realm}: only udp/ KDCs are configured ({', '.join(udp)}); doctor probes TCP only",
         "the end-to-end check (after kinit) shows whether the KDC answers",
     )
+
+
+def _ports(ports: list[int]) -> str:
+    return ", ".join(map(str, sorted(set(ports))))
 
 
 # -- the URL browsers use ----------------------------------------------------------------
@@ -480,7 +597,9 @@ def canonical_name(host: str) -> str:
     return (info[0][3] or host).rstrip(".").lower()
 
 
-def _url_check(host: str | None, report: KeytabReport, service: str) -> tuple[Check, str | None]:
+def _url_check(
+    host: str | None, report: KeytabReport, service: str, realm: str | None = None
+) -> tuple[Check, str | None]:
     if not host:
         advice = "pass a full URL: --url https://www.example.com/"
         return Check("FAIL", "url", "the URL has no host name", advice), None
@@ -499,7 +618,15 @@ def _url_check(host: str | None, report: KeytabReport, service: str) -> tuple[Ch
     spn = f"{service}/{canonical}"
     via = f" ({host} is {canonical} in DNS)" if canonical != host else ""
     if report.problem is not None:
-        return Check("WARN", "url", f"browsers will ask for {spn}{via}; keytab not read"), None
+        return (
+            Check(
+                "SKIP",
+                "url",
+                f"browsers will ask for {spn}{via}; not compared with the keytab, which "
+                "could not be read (see keytab)",
+            ),
+            None,
+        )
     if report.ours(service, canonical):
         check = Check("OK", "url", f"browsers will ask for {spn}{via}: the keytab holds it")
     elif canonical != host and report.ours(service, host):
@@ -515,7 +642,8 @@ def _url_check(host: str | None, report: KeytabReport, service: str) -> tuple[Ch
             "FAIL",
             "url",
             f"browsers will ask for {spn}{via}, which the keytab does not hold",
-            f"create {spn} on the KDC and extract it into the keytab ({_EXTRACT})",
+            f"create {spn}@{realm or 'REALM'} on the KDC and extract it into the keytab "
+            f"({_EXTRACT})",
         )
     return check, canonical
 
@@ -527,11 +655,38 @@ _TICKET_ADVICE = {
     "unknown-service": "create the principal on the KDC (MIT: addprinc -randkey; AD: setspn "
     "-S on the service account), then extract it into the keytab",
     "clock-skew": "synchronise this host's clock with the KDC's (NTP)",
-    "kdc-unreachable": "no KDC answered: see the kdc check",
 }
 
 
-def _end_to_end(report: KeytabReport, service: str, spns: list[str]) -> list[Check]:
+def _ticket_advice(reason: str, realm: str, conf: _Krb5Conf) -> str:
+    if reason == "unknown-realm":
+        # MIT: "Cannot find KDC for realm": no kdc line for it and none in DNS.
+        return (
+            f"tell libkrb5 where {realm}'s KDC is: add {realm} = {{ kdc = HOST:PORT }} to "
+            f"the [realms] section of {conf.where}"
+        )
+    if reason == "kdc-unreachable":
+        return (
+            f"no KDC of {realm} answered: check that it runs, and the kdc lines in the "
+            f"[realms] section of {conf.where} (see the kdc check)"
+        )
+    return _TICKET_ADVICE.get(reason, "see the KDC's log for this request")
+
+
+def _no_end_to_end(why: str, advice: str = "") -> list[Check]:
+    return [
+        Check("SKIP", "end-to-end", f"not run: {why}", advice),
+        Check(
+            "SKIP",
+            "clock",
+            "not measured: the KDC's clock is read from the end-to-end check's ticket",
+        ),
+    ]
+
+
+def _end_to_end(
+    report: KeytabReport, service: str, spns: list[str], conf: _Krb5Conf
+) -> list[Check]:
     ctx = krb5.init_context()
     cache_name = krb5.cc_default_name(ctx).decode(errors="replace")
     client, tgts, why = None, [], "it holds none"
@@ -543,21 +698,16 @@ def _end_to_end(report: KeytabReport, service: str, spns: list[str]) -> list[Che
     except krb5.Krb5Error as err:
         why = str(err)
     if client is None or not tgts:
-        return [
-            Check(
-                "WARN",
-                "end-to-end",
-                f"not run: no valid ticket-granting ticket in {cache_name} ({why}); "
-                "the clock check needs one too",
-                f"run kinit as any user of {spns[0].rpartition('@')[2]}, then doctor again: "
-                "it gets a service ticket for the SPN and accepts it with the keytab",
-            )
-        ]
+        return _no_end_to_end(
+            f"no valid ticket-granting ticket in {cache_name} ({why})",
+            f"run kinit as any user of {spns[0].rpartition('@')[2]}, then doctor again: "
+            "it gets a service ticket for the SPN and accepts it with the keytab",
+        )
     checks = []
     skew: int | None = None
     refused_for_skew = False
     for spn in spns:
-        check, measured, reason = _ticket_round_trip(ctx, client, tgts, report, service, spn)
+        check, measured, reason = _ticket_round_trip(ctx, client, tgts, report, service, spn, conf)
         checks.append(check)
         skew = measured if skew is None else skew
         refused_for_skew = refused_for_skew or reason == "clock-skew"
@@ -576,6 +726,7 @@ def _ticket_round_trip(
     report: KeytabReport,
     service: str,
     spn: str,
+    conf: _Krb5Conf,
 ) -> tuple[Check, int | None, str | None]:
     """Get a fresh ticket for ``spn`` and accept it as the server would: the KDC's current
     key must be in the keytab. Also returns the KDC's clock minus ours in seconds, and why
@@ -597,7 +748,7 @@ def _ticket_round_trip(
             token = initiator.step()
         except GSSError as err:
             failed = translate(err, "ticket")
-            advice = _TICKET_ADVICE.get(failed.reason, "see the KDC's log for this request")
+            advice = _ticket_advice(failed.reason, spn.rpartition("@")[2], conf)
             detail = f"the KDC gave no ticket for {spn}: {_mech_message(failed.detail)}"
             return Check("FAIL", "end-to-end", detail, advice), None, failed.reason
         kdc_time = _kdc_time(memory, spn)
@@ -648,7 +799,7 @@ def _refused(report: KeytabReport, spn: str, err: KerberosError | GSSError) -> C
 def _mech_message(detail: str) -> str:
     # "Major (…): Unspecified GSS failure. … Minor (…): <what MIT really says>"
     match = re.search(r"Minor \(\d+\): (.*)", detail)
-    return match.group(1) if match else detail
+    return _plain(match.group(1) if match else detail)
 
 
 def _clock(skew: int | None, refused_for_skew: bool) -> Check:
@@ -658,7 +809,10 @@ def _clock(skew: int | None, refused_for_skew: bool) -> Check:
                 "FAIL", "clock", "the KDC refused us for clock skew", _TICKET_ADVICE["clock-skew"]
             )
         return Check(
-            "WARN", "clock", "not measured: no fresh service ticket to read the KDC's time from"
+            "SKIP",
+            "clock",
+            "not measured: the KDC gave no fresh service ticket to read its time from "
+            "(see end-to-end)",
         )
     ahead = "ahead of" if skew > 0 else "behind"
     detail = f"the KDC's clock is {abs(skew)} s {ahead} ours (±1 s)"

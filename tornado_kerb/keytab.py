@@ -63,7 +63,9 @@ class KeytabReport:
         if not ours:
             held = ", ".join(self.principals())
             prefix = wanted_prefix(service, hostname)
-            raise KeytabError(self.name, f"holds no key for {prefix}… (it holds {held})")
+            raise KeytabError(
+                self.name, f"holds no key for {prefix}<realm>, in any realm (it holds {held})"
+            )
         return ours[0]
 
 
@@ -98,7 +100,9 @@ def inspect_keytab(name: str | None = None) -> KeytabReport:
     try:
         raw = list(krb5.kt_resolve(ctx, name.encode()))
     except krb5.Krb5Error as err:
-        return KeytabReport(name, path, f"is not a usable keytab ({err})")
+        # pykrb5 ends its message with the com_err number: MIT's words are enough.
+        words = str(err).removesuffix(f" {err.err_code}")
+        return KeytabReport(name, path, f"is not a usable keytab ({words})")
     entries = tuple(
         KeytabEntry(
             entry.principal.name.decode(errors="replace") if entry.principal.name else "",
