@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 
 import pytest
 import requests
+import tornado.httputil
 import tornado.routing
 import tornado.web
 
@@ -222,11 +223,30 @@ class StreamDecorated(_Counting):
 
 @tornado.web.stream_request_body
 class PlainStream(tornado.web.RequestHandler):
-    """No mixin: the decorator runs when put() does, after the whole body."""
+    """No mixin: @authenticated, when the class is made, has prepare() log in first."""
+
+    chunks: ClassVar[list[int]] = []
 
     @authenticated
     def put(self) -> None:
+        self.write({"principal": self.current_user.principal, "bytes": sum(self.chunks)})
+
+    def data_received(self, chunk: bytes) -> None:
+        type(self).chunks.append(len(chunk))
+
+
+class _PlainBase(tornado.web.RequestHandler):
+    @authenticated
+    def put(self) -> None:
         self.write("stored")
+
+
+@tornado.web.stream_request_body
+class PlainStreamSubclass(_PlainBase):
+    """A plain subclass that defines its own prepare(): nothing made it log in first."""
+
+    def prepare(self) -> None:
+        pass
 
     def data_received(self, chunk: bytes) -> None:
         pass
@@ -240,7 +260,9 @@ def _body(sent: list[int]) -> Iterator[bytes]:
         yield chunk
 
 
-@pytest.mark.parametrize("handler", [StreamRequired, StreamDecorated], ids=lambda c: c.__name__)
+@pytest.mark.parametrize(
+    "handler", [StreamRequired, StreamDecorated, PlainStream], ids=lambda c: c.__name__
+)
 def test_a_streamed_body_waits_for_the_login(
     serve: ServeFn, realm: Realm, handler: type[_Counting]
 ) -> None:
@@ -259,19 +281,21 @@ def test_a_streamed_body_waits_for_the_login(
     assert sent[0] == BODY and sum(handler.chunks) == BODY and len(handler.chunks) > 1
 
 
-def test_a_plain_streaming_handler_behind_a_decorator_is_refused(
+def test_a_plain_streaming_subclass_with_its_own_prepare_is_refused(
     guard: KerberosGuard, realm: Realm
 ) -> None:
-    app = tornado.web.Application([(r"/up", PlainStream)], kerberos=settings(realm))
+    app = tornado.web.Application([(r"/up", PlainStreamSubclass)], kerberos=settings(realm))
     with pytest.raises(ConfigurationError) as info:
         guard.check_application(app)
     message = str(info.value)
-    assert "tests.test_edges.PlainStream streams its request body" in message
+    assert "tests.test_edges.PlainStreamSubclass streams its request body" in message
     assert "inherit KerberosAuthMixin" in message
-    # The mixin's streaming handlers are fine: they log in before the body.
+    # Those that log in before the body are fine: the mixin's, and a plain class whose
+    # own decorator saw it made.
     guard.check_application(
         tornado.web.Application(
-            [(r"/a", StreamRequired), (r"/b", StreamDecorated)], kerberos=settings(realm)
+            [(r"/a", StreamRequired), (r"/b", StreamDecorated), (r"/c", PlainStream)],
+            kerberos=settings(realm),
         )
     )
 
@@ -409,6 +433,76 @@ def test_an_app_with_an_open_handler_answers_500_at_the_first_guarded_request(
     errors = [r for r in caplog.records if r.exc_info and r.exc_info[0] is ConfigurationError]
     assert len(errors) == 2
     assert "PlainRequired sets kerberos_required" in str(errors[0].exc_info[1])
+
+
+class LateRequired(KerberosAuthMixin, tornado.web.RequestHandler):
+    def get(self) -> None:
+        self.write(f"ran for {self.current_user.principal}")
+
+
+LateRequired.kerberos_required = True  # after the class was made: nothing wrapped get()
+
+
+def test_kerberos_required_set_after_the_class_was_made_fails_closed(
+    serve: ServeFn, realm: Realm, guard: KerberosGuard
+) -> None:
+    with pytest.raises(ConfigurationError, match=r"LateRequired\.get is not guarded"):
+        guard.check_application(tornado.web.Application([(r"/", LateRequired)]))
+    # Unchecked (no check at start-up, an explicit guard), the request still logs in.
+    server = serve([(r"/", LateRequired)], guard)
+    # Pretend the check had passed (or was never asked): the runtime must hold by itself.
+    server.app._tornado_kerb_checked = len(server.app.default_router.rules)
+    assert requests.get(server.url("/"), timeout=30).status_code == 401
+    response = requests.get(server.url("/"), headers=negotiate(), timeout=30)
+    assert response.status_code == 200
+    assert response.text == f"ran for {realm.user}"
+
+
+def test_a_broken_application_builds_no_guard_per_request(realm: Realm) -> None:
+    built = []
+
+    class Counted(KerberosGuard):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            built.append(self)
+            super().__init__(*args, **kwargs)
+
+    app = _direct(settings(realm, s4u2proxy=True))  # a guard would fetch a TGT at once
+    for _ in range(3):
+        with pytest.raises(ConfigurationError, match="PlainRequired"):
+            Counted.for_application(app)
+    assert built == []
+
+
+def test_handlers_added_after_the_first_request_are_checked(
+    serve: ServeFn, realm: Realm, guard: KerberosGuard
+) -> None:
+    for kerberos in (settings(realm), guard):  # a dict, and an explicit guard
+        server = serve([(r"/", Who)], kerberos)
+        assert requests.get(server.url("/"), headers=negotiate(), timeout=30).status_code == 200
+        server.app.add_handlers(r".*", [(r"/open", PlainRequired)])
+        assert requests.get(server.url("/"), headers=negotiate(), timeout=30).status_code == 500
+
+
+class _Opaque(tornado.routing.Router):
+    def __init__(self, app: tornado.web.Application) -> None:
+        self.app = app
+
+    def find_handler(
+        self, request: tornado.httputil.HTTPServerRequest, **kwargs: Any
+    ) -> tornado.httputil.HTTPMessageDelegate | None:
+        return self.app.find_handler(request)
+
+
+def test_a_router_that_hides_its_rules_is_named_in_a_warning(
+    guard: KerberosGuard, realm: Realm, caplog: pytest.LogCaptureFixture
+) -> None:
+    inner = tornado.web.Application([(r"/x/open", PlainRequired)])
+    app = tornado.web.Application(
+        [(r"/", Who), (tornado.routing.PathMatches(r"/x/.*"), _Opaque(inner))]
+    )
+    guard.check_application(app)  # cannot raise for what it cannot see...
+    (line,) = [r for r in caplog.records if "cannot see the handlers behind" in r.getMessage()]
+    assert line.levelno == logging.WARNING  # ...but says so
 
 
 # -- 6. Tornado's own @authenticated --------------------------------------------------------

@@ -8,22 +8,33 @@ line that names the class and the fix.
 from __future__ import annotations
 
 import difflib
+import logging
 from collections.abc import Iterator
 from typing import Any
 
+import tornado.routing
 import tornado.web
 
-from .web import MIXIN_ONLY, OUR_NAMES, KerberosAuthMixin
+__all__ = ["application_problems", "fingerprint", "handler_classes"]
 
-__all__ = ["application_problems", "handler_classes"]
+log = logging.getLogger(__name__)
 
 # Tornado's @authenticated leaves this code object on every method it wraps.
 _TORNADO_AUTHENTICATED = tornado.web.authenticated(lambda self: None).__code__
 
 
-def handler_classes(app: tornado.web.Application) -> list[type[tornado.web.RequestHandler]]:
+def fingerprint(app: tornado.web.Application) -> int:
+    """Changes when ``app.add_handlers()`` adds rules (each adds one host rule): the
+    routes checked before are then checked again."""
+    return len(app.default_router.rules)
+
+
+def handler_classes(
+    app: tornado.web.Application, opaque: list[object] | None = None
+) -> list[type[tornado.web.RequestHandler]]:
     """Every handler class ``app``'s rules reach: nested routers, host rules and
-    applications mounted as targets included, each once, in routing order."""
+    applications mounted as targets included, each once, in routing order. Routers that
+    do not show their rules (a custom ``find_handler``) go to ``opaque``."""
     found: dict[type[tornado.web.RequestHandler], None] = {}
     seen: set[int] = set()
 
@@ -39,7 +50,10 @@ def handler_classes(app: tornado.web.Application) -> list[type[tornado.web.Reque
             walk(target.wildcard_router)
             walk(target.default_router)
             return
-        for rule in getattr(target, "rules", None) or ():  # a RuleRouter
+        rules = getattr(target, "rules", None)
+        if rules is None and isinstance(target, tornado.routing.Router) and opaque is not None:
+            opaque.append(target)
+        for rule in rules or ():  # a RuleRouter
             walk(getattr(rule, "target", None))
 
     walk(app)
@@ -49,11 +63,25 @@ def handler_classes(app: tornado.web.Application) -> list[type[tornado.web.Reque
 def application_problems(app: tornado.web.Application) -> list[str]:
     """One line for each handler class of ``app`` that is open, or broken, by mistake."""
     login_url = "login_url" in app.settings
-    return [line for cls in handler_classes(app) for line in class_problems(cls, login_url)]
+    opaque: list[object] = []
+    classes = handler_classes(app, opaque)
+    for router in opaque:
+        log.warning(
+            "tornado_kerb cannot see the handlers behind %r (a router with its own "
+            "find_handler): check them yourself with check_application on what it routes to",
+            router,
+        )
+    return [line for cls in classes for line in class_problems(cls, login_url)]
 
 
 def class_problems(cls: type[tornado.web.RequestHandler], login_url: bool = False) -> list[str]:
     """What is wrong with ``cls``; ``login_url``: the application has a login page."""
+    from .web import (
+        MIXIN_ONLY,
+        OUR_NAMES,
+        KerberosAuthMixin,
+    )  # web imports the guard, which imports us
+
     name = f"{cls.__module__}.{cls.__qualname__}"
     mixin = issubclass(cls, KerberosAuthMixin)
     problems = []
@@ -72,21 +100,40 @@ def class_problems(cls: type[tornado.web.RequestHandler], login_url: bool = Fals
                 problems.append(
                     f"{name}.{attr}: not a tornado_kerb name; did you mean {close[0]!r}?"
                 )
+    streams = cls._stream_request_body
+    prepared = getattr(cls.prepare, "_tornado_kerb_before_body", False)
+    required = mixin and (cls.kerberos_required or cls.kerberos_optional)  # type: ignore[attr-defined]
     for verb in cls.SUPPORTED_METHODS:
-        method = getattr(cls, verb.lower(), None)
+        name_of = verb.lower()
+        method = getattr(cls, name_of, None)
         guarded = getattr(method, "_tornado_kerb_guarded", False)
         if mixin and not login_url and getattr(method, "__code__", None) is _TORNADO_AUTHENTICATED:
             problems.append(
-                f"{name}.{verb.lower()} uses tornado.web.authenticated, which needs a login "
+                f"{name}.{name_of} uses tornado.web.authenticated, which needs a login "
                 "page (login_url) and fails every request without one: use "
                 "tornado_kerb.authenticated"
             )
-        if guarded and not mixin and getattr(cls, "_stream_request_body", False):
+        if guarded and streams and not prepared:
             problems.append(
                 f"{name} streams its request body (@stream_request_body) and guards "
-                f"{verb.lower()} with a decorator: the body would reach data_received() "
-                "before the login; inherit KerberosAuthMixin (it logs in before the body), "
-                "or await guard.authenticate(self) in prepare()"
+                f"{name_of} with a decorator, but its prepare() does not log in first (it "
+                "was defined by a subclass of a plain handler): the body would reach "
+                "data_received() before the login; inherit KerberosAuthMixin, or await "
+                "guard.authenticate(self) in prepare()"
+            )
+        implemented = callable(method) and method is not getattr(
+            tornado.web.RequestHandler, name_of, None
+        )
+        if (
+            required
+            and implemented
+            and not guarded
+            and not getattr(method, "_tornado_kerb_public", False)
+        ):
+            problems.append(
+                f"{name}.{name_of} is not guarded although the class sets kerberos_required "
+                "or kerberos_optional (set after the class was made?): set it in the class "
+                "body, or decorate the method"
             )
     return problems
 

@@ -25,7 +25,7 @@ import tornado.ioloop
 import tornado.web
 import tornado.websocket
 
-from . import _localname
+from . import _localname, _routes
 from ._gss import mechanism_message
 from ._header import split_authorization
 from ._kdc import KDCPool
@@ -206,18 +206,34 @@ class KerberosGuard:
         """
         raw = app.settings.get(key)
         if isinstance(raw, KerberosGuard):
-            raw._check_once(app, key)  # on every request: once per application
+            raw._check_once(app, key)  # on every request: once per application (and change)
             return raw
-        cached: tuple[object, KerberosGuard] | None = getattr(app, "_tornado_kerb_guard", None)
-        if cached is None or cached[0] is not raw:
-            if raw is None:
-                # A typo (kerbros=...) would otherwise run on defaults: the system
-                # keytab, any HTTP/ key in it, and none of the settings meant.
-                raise ConfigurationError(_missing_setting(app, key))
-            guard = cls(raw)
-            guard.check_application(app, key)
-            cached = (raw, guard)
+        cached: tuple[object, KerberosGuard | ConfigurationError, int] | None = getattr(
+            app, "_tornado_kerb_guard", None
+        )
+        if cached is None or cached[0] is not raw or cached[2] != _routes.fingerprint(app):
+            try:
+                if raw is None:
+                    # A typo (kerbros=...) would otherwise run on defaults: the system
+                    # keytab, any HTTP/ key in it, and none of the settings meant.
+                    raise ConfigurationError(_missing_setting(app, key))
+                # Checked before a guard is built: a broken application must not build
+                # one (KDC threads, a TGT fetch with s4u2proxy) on every request.
+                settings = KerberosSettings.from_mapping(raw)
+                _check_routes(app, sessions=_sessions_on(settings))
+                built: KerberosGuard | ConfigurationError = (
+                    cached[1]
+                    if cached is not None
+                    and cached[0] is raw
+                    and isinstance(cached[1], KerberosGuard)
+                    else cls(settings)
+                )
+            except ConfigurationError as err:
+                built = err  # every request answers 500 until the application is fixed
+            cached = (raw, built, _routes.fingerprint(app))
             app._tornado_kerb_guard = cached  # type: ignore[attr-defined]
+        if isinstance(cached[1], ConfigurationError):
+            raise cached[1]
         return cached[1]
 
     def _check_application(self, app: tornado.web.Application, key: str = "kerberos") -> None:
@@ -236,16 +252,10 @@ class KerberosGuard:
         Called on the class, ``KerberosGuard.check_application(app)`` checks the
         application's own guard (building it from the setting, as the first request would).
         """
-        from ._routes import application_problems  # web.py imports this module
-
         raw = app.settings.get(key)
         if isinstance(raw, Mapping):
             KerberosSettings.from_mapping(raw)  # unknown names, bad values
-        if self.sessions is not None:
-            require_secret(app.settings)
-        problems = application_problems(app)
-        if problems:
-            raise ConfigurationError("; ".join(problems))
+        _check_routes(app, sessions=self.sessions is not None)
 
     check_application = _GuardOrClass(_check_application)
 
@@ -420,11 +430,12 @@ class KerberosGuard:
         )
 
     def _check_once(self, app: tornado.web.Application, key: str = "kerberos") -> None:
-        # An explicit guard meets its application only here, at the first request of it
-        # (or the first session).
-        if not getattr(app, "_tornado_kerb_checked", False):
+        # An explicit guard meets its application only here, at its first request (and
+        # again after add_handlers() changed the routes).
+        routes = _routes.fingerprint(app)
+        if getattr(app, "_tornado_kerb_checked", None) != routes:
             self.check_application(app, key)
-            app._tornado_kerb_checked = True  # type: ignore[attr-defined]
+            app._tornado_kerb_checked = routes  # type: ignore[attr-defined]
 
     def _refusal(self, principal: str) -> Reason | None:
         """The guard-wide checks: why ``principal`` may not log in, or ``None``."""
@@ -844,6 +855,19 @@ def _impersonating(
     # In the worker thread: S4U2Self talks to the KDC.
     creds = delegation.impersonate(principal)
     return call_as(creds, fn, *args, delegate_to=targets, **kwargs)
+
+
+def _sessions_on(settings: KerberosSettings) -> bool:
+    # As the guard decides: channel_binding="require" turns session cookies off.
+    return settings.session is not None and settings.channel_binding != "require"
+
+
+def _check_routes(app: tornado.web.Application, *, sessions: bool) -> None:
+    if sessions:
+        require_secret(app.settings)
+    problems = _routes.application_problems(app)
+    if problems:
+        raise ConfigurationError("; ".join(problems))
 
 
 def _missing_setting(app: tornado.web.Application, key: str) -> str:

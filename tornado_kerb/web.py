@@ -68,8 +68,7 @@ class KerberosAuthMixin(_HandlerBase):
         # Tornado reads a streamed body (@stream_request_body, applied after the class is
         # made) right after prepare(): the login must come first, so prepare() is
         # wrapped here, whatever the class (or a later subclass) defines as prepare.
-        if not getattr(cls.prepare, "_tornado_kerb_streams", False):
-            cls.prepare = _login_before_body(cls.prepare)  # type: ignore[method-assign]
+        _guard_prepare(cls)
         # Decided once per class, not per request: does it bring its own settings?
         cls._kerberos_own_settings = (
             cls.get_kerberos_settings is not KerberosAuthMixin.get_kerberos_settings
@@ -78,7 +77,7 @@ class KerberosAuthMixin(_HandlerBase):
             raise TypeError(f"{cls.__name__}: kerberos_required or kerberos_optional, not both")
         if not (cls.kerberos_required or cls.kerberos_optional):
             return
-        wrap = authenticated if cls.kerberos_required else optional_login
+        optional = not cls.kerberos_required
         # Wrapping at class creation, not in prepare(), keeps the protection even when a
         # subclass overrides prepare() and forgets to call super(). Every method Tornado
         # may dispatch to is wrapped, wherever it was defined (another base, a
@@ -90,7 +89,7 @@ class KerberosAuthMixin(_HandlerBase):
             # hide a real method of a later base (StaticFileHandler.get) in the MRO.
             unimplemented = method is getattr(tornado.web.RequestHandler, name, None)
             if callable(method) and not unimplemented and not _is_public(method):
-                setattr(cls, name, wrap(method))
+                setattr(cls, name, _guarded(method, optional=optional))
 
     def get_kerberos_guard(self) -> KerberosGuard:
         """The guard that authenticates this request. May be overridden.
@@ -251,7 +250,7 @@ def authenticated(method: F) -> F:
     :class:`tornado.websocket.WebSocketHandler`, guard ``get``: the answer comes before
     the upgrade.
     """
-    return _guarded(method, optional=False)
+    return cast(F, _InClassBody(_guarded(method, optional=False)))
 
 
 def optional_login(method: F) -> F:
@@ -272,10 +271,12 @@ def optional_login(method: F) -> F:
     browser users as anonymous until some guarded page has asked them to log in (and,
     with sessions, set the cookie).
     """
-    return _guarded(method, optional=True)
+    return cast(F, _InClassBody(_guarded(method, optional=True)))
 
 
 def _guarded(method: F, *, optional: bool) -> F:
+    if isinstance(method, _InClassBody):
+        return cast(F, method._guarded)
     if getattr(method, "_tornado_kerb_guarded", False):
         return method
 
@@ -284,12 +285,7 @@ def _guarded(method: F, *, optional: bool) -> F:
         # Only a Kerberos login counts: a truthy user from some other get_current_user
         # (a cookie, say) must not stand in for one.
         if not isinstance(self.current_user, KerberosUser):
-            guard = (
-                self.get_kerberos_guard()
-                if isinstance(self, KerberosAuthMixin)
-                else KerberosGuard.for_application(self.application)
-            )
-            pending = guard._begin(self, optional)
+            pending = _guard_of(self)._begin(self, optional)
             if pending is not None and not isinstance(pending, KerberosUser):
                 return _run_after(pending, method, self, args, kwargs)
         return method(self, *args, **kwargs)
@@ -299,20 +295,64 @@ def _guarded(method: F, *, optional: bool) -> F:
     return cast(F, guarded)
 
 
+class _InClassBody:
+    """What the decorators leave in a class body: when Python makes the class
+    (``__set_name__``), it makes sure the class logs in before a streamed body can reach
+    it (``@stream_request_body`` comes after the class is made, so this cannot wait), then
+    puts the plain guarded function in its place: requests never see this object."""
+
+    def __init__(self, guarded: Callable[..., Any]) -> None:
+        self._guarded = guarded
+        functools.update_wrapper(self, guarded)
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        setattr(owner, name, self._guarded)
+        if issubclass(owner, tornado.web.RequestHandler):
+            _guard_prepare(owner)
+
+    def __get__(self, handler: object, owner: type | None = None) -> Any:
+        return self._guarded.__get__(handler, owner)  # outside a class body (rare)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._guarded(*args, **kwargs)
+
+
+def _guard_of(handler: tornado.web.RequestHandler) -> KerberosGuard:
+    if isinstance(handler, KerberosAuthMixin):
+        return handler.get_kerberos_guard()
+    return KerberosGuard.for_application(handler.application)
+
+
+def _guard_prepare(cls: type[tornado.web.RequestHandler]) -> None:
+    if not getattr(cls.prepare, "_tornado_kerb_before_body", False):
+        cls.prepare = _login_before_body(cls.prepare)  # type: ignore[method-assign]
+
+
 def _login_before_body(prepare: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(prepare)
-    def login_then_prepare(self: KerberosAuthMixin, *args: Any, **kwargs: Any) -> Any:
-        if getattr(type(self), "_stream_request_body", False):
+    def login_then_prepare(self: tornado.web.RequestHandler, *args: Any, **kwargs: Any) -> Any:
+        cls = type(self)
+        streams = cls._stream_request_body
+        # kerberos_required set on a class after it was made: its methods were never
+        # wrapped. Rare, and found by check_application; here it fails closed.
+        late = getattr(cls, "kerberos_required", False) or getattr(cls, "kerberos_optional", False)
+        if streams or late:
             method = getattr(self, (self.request.method or "").lower(), None)
             if getattr(method, "_tornado_kerb_guarded", False):
-                # The guarded method will find current_user set and not log in again.
-                optional = getattr(method, "_tornado_kerb_optional", False)
-                pending = self.get_kerberos_guard()._begin(self, optional)
+                # Only a streamed body must wait for the login; the guarded method finds
+                # current_user set and does not log in again.
+                optional = streams and getattr(method, "_tornado_kerb_optional", False)
+                login = streams
+            else:
+                optional = not getattr(cls, "kerberos_required", False)
+                login = late and not getattr(method, "_tornado_kerb_public", False)
+            if login:
+                pending = _guard_of(self)._begin(self, optional)
                 if pending is not None and not isinstance(pending, KerberosUser):
                     return _run_after(pending, prepare, self, args, kwargs)
         return prepare(self, *args, **kwargs)
 
-    login_then_prepare._tornado_kerb_streams = True  # type: ignore[attr-defined]
+    login_then_prepare._tornado_kerb_before_body = True  # type: ignore[attr-defined]
     return login_then_prepare
 
 
