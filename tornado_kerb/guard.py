@@ -181,8 +181,11 @@ class KerberosGuard:
         self._ws_expiry = s.websocket_expiry
         self._refuse_cross_site = s.cross_site == "refuse"
         self._trusted_origins = frozenset(s.trusted_origins)
-        # Decided once: a guard whose class does not count outcomes pays nothing for them.
+        # Decided once: a guard whose class does not count outcomes pays nothing for them,
+        # nor asks handlers that have no kerberos_authorize of their own (per class).
         self._observed = type(self).on_outcome is not KerberosGuard.on_outcome
+        self._default_authorize = type(self).authorize is KerberosGuard.authorize
+        self._hookless: dict[type, bool] = {}
         # What is failing (the KDC, the keytab) and when the error log last said so.
         self._down: dict[str, float] = {}
         # With s4u2proxy: principals with a request in flight, the only ones the guard
@@ -343,41 +346,44 @@ class KerberosGuard:
                 # Before any challenge: a 401 would invite the browser to log in, for a
                 # page on another site, with the user's ticket or remembered password.
                 raise Forbidden("cross-site", "")
-            scheme, credentials = split_authorization(request.headers.get("Authorization", ""))
             self.acceptor.credentials()  # a broken keytab fails every request, anonymous or not
-            if scheme == "negotiate":
-                token = parse_negotiate(credentials)
-                accepted = self.acceptor.accept(token, self._bindings if tls else None)
-                if self._require_binding and not accepted.channel_bound:
-                    # On plain HTTP there is no channel to bind to: never bound.
-                    raise AuthenticationFailed("unbound", "token not bound to a TLS channel")
-                return self._admit(handler, accepted, "negotiate")
-            offer_basic = self._basic_on and tls
-            if scheme == "basic" and offer_basic:
-                principal, password = parse_basic(credentials, self.realm)
-                if self.basic_cache is not None:
-                    proven = self.basic_cache.get(principal, password)
-                    if proven is not None:  # no KDC: the password was proven before
-                        # Whom the keytab accepted then, not the name as typed (an alias).
-                        cached = Accepted(proven[0], None, None, proven[1])
-                        return self._admit(handler, cached, "basic", fresh=False)
-                return self._basic(handler, principal, password)
-            if scheme == "basic":
-                # Plain HTTP (or Basic turned off): the password goes nowhere.
-                raise AuthenticationFailed(
-                    "insecure-transport" if self.settings.basic else "basic-not-offered"
-                )
-            if not scheme and self.sessions is not None:
-                # Only without an Authorization header: a fresh login always wins.
+            headers = request.headers
+            if "Authorization" in headers:  # `in`: no KeyError raised and caught, as get() does
+                scheme, credentials = split_authorization(headers["Authorization"])
+                if scheme == "negotiate":
+                    token = parse_negotiate(credentials)
+                    accepted = self.acceptor.accept(token, self._bindings if tls else None)
+                    if self._require_binding and not accepted.channel_bound:
+                        # On plain HTTP there is no channel to bind to: never bound.
+                        raise AuthenticationFailed("unbound", "token not bound to a TLS channel")
+                    return self._admit(handler, accepted, "negotiate")
+                if scheme == "basic" and self._basic_on and tls:
+                    principal, password = parse_basic(credentials, self.realm)
+                    if self.basic_cache is not None:
+                        proven = self.basic_cache.get(principal, password)
+                        if proven is not None:  # no KDC: the password was proven before
+                            # Whom the keytab accepted then, not the name as typed (an alias).
+                            cached = Accepted(proven[0], None, None, proven[1])
+                            return self._admit(handler, cached, "basic", fresh=False)
+                    return self._basic(handler, principal, password)
+                if scheme == "basic":
+                    # Plain HTTP (or Basic turned off): the password goes nowhere.
+                    raise AuthenticationFailed(
+                        "insecure-transport" if self.settings.basic else "basic-not-offered"
+                    )
+                if scheme:
+                    raise AuthenticationFailed("unsupported-scheme")
+            # Only without credentials in the request: a fresh login always wins.
+            if self.sessions is not None:
                 user = self.sessions.read(handler, self._session_user)
                 if user is not None:
                     # Realm, principal and local name were settled when the cookie was
                     # verified; the handler's own authorization is asked each time.
-                    return self._authorize(handler, user, fresh=False)
-            if not scheme and optional:
+                    return self._authorize(handler, user, False)
+            if optional:
                 handler.current_user = None
                 return None
-            raise AuthenticationFailed("unsupported-scheme" if scheme else "no-credentials")
+            raise AuthenticationFailed("no-credentials")
         except KerberosError as err:
             self.refuse(handler, err, where=scheme if scheme in _SCHEMES else "")
 
@@ -420,6 +426,7 @@ class KerberosGuard:
             # secret, or a rule that broke since. Either way not a login: the fresh one
             # that follows fails closed (503) if the rule is what broke.
             return None
+        log.debug("session cookie of %s verified", session.principal)
         return KerberosUser(
             session.principal,
             session.mechanism,
@@ -571,6 +578,17 @@ class KerberosGuard:
         self, handler: Handler, user: KerberosUser, fresh: bool
     ) -> KerberosUser | Awaitable[KerberosUser]:
         """The handler's (or a subclass's) own verdict on a user who passed the rest."""
+        cls = type(handler)
+        hookless = self._hookless.get(cls)
+        if hookless is None:
+            hook = getattr(cls, "kerberos_authorize", None)
+            hookless = self._hookless[cls] = self._default_authorize and (
+                hook is None or _is_default(hook)
+            )
+        if hookless and "kerberos_authorize" not in handler.__dict__:
+            # Neither the guard's class nor the handler's says more than "yes": asking
+            # would cost more than the rest of a session request's guard work.
+            return self._grant(handler, user, fresh)
         # A subclass's authorize() may return anything: only True lets the user in.
         verdict = bool_or_awaitable(self.authorize(user, handler))
         if verdict is True:
@@ -590,7 +608,8 @@ class KerberosGuard:
         return self._grant(handler, user, fresh)
 
     def _grant(self, handler: Handler, user: KerberosUser, fresh: bool) -> KerberosUser:
-        log.debug("authenticated %s via %s", user.principal, user.mechanism)
+        if not user.from_session:  # a session's user was logged when its cookie was verified
+            log.debug("authenticated %s via %s", user.principal, user.mechanism)
         handler.current_user = user
         if self._down:
             self._back_up(user, fresh)

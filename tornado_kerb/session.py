@@ -47,6 +47,9 @@ _BY_LETTER: dict[str, Mechanism] = {"n": "negotiate", "b": "basic"}
 # RFC 6265's cookie-name token (no separators, controls or spaces).
 _COOKIE_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _VERIFIED_SESSIONS = 4096
+# Cookie headers longer than this are not remembered whole (their cookie value still is):
+# 4096 of them stay within a few megabytes.
+_HEADER_KEY_MAX = 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -227,6 +230,7 @@ class SessionCookies:
         self.opts = opts
         self._mechanisms = frozenset(mechanisms)
         self._verified: dict[str, _Verified] = {}
+        self._by_header: dict[str, _Verified] = {}
 
     def read(self, handler: RequestHandler, make_user: UserFactory) -> KerberosUser | None:
         """The user of the request's valid session cookie, or ``None``: a cookie that is
@@ -236,48 +240,56 @@ class SessionCookies:
         request = handler.request
         if not opts.http and request.protocol != "https":
             return None  # never set on plain HTTP, so never taken there either
-        header = request.headers.get("Cookie")
-        if not header or opts.name not in header:
+        headers = request.headers
+        if "Cookie" not in headers:
+            return None
+        header = headers["Cookie"]
+        now = time.time()
+        # A browser sends the same Cookie header request after request: one dict lookup,
+        # and the expiry, application and handler class checked each time.
+        known = self._by_header.get(header)
+        if known is not None and self._good(known, handler, now):
+            return known.user
+        if opts.name not in header:
             return None
         # What get_signed_cookie() does, minus the http.cookies.SimpleCookie that
         # request.cookies builds first (measured: most of a session request's cost).
         value = tornado.httputil.parse_cookie(header).get(opts.name)
         if value is None:
             return None
-        now = time.time()
-        # A cookie seen before skips the HMAC (half of a session request's cost); its
-        # expiry is still checked on every request, and it counts only for the
-        # application whose secret verified it.
+        # The same cookie among other cookies that changed skips the HMAC too; it counts
+        # only for the application whose secret verified it.
         known = self._verified.get(value)
-        if (
-            known is not None
-            and known.expires_at > now
+        if known is None or not self._good(known, handler, now):
+            raw = tornado.web.decode_signed_value(
+                require_secret(handler.application.settings),
+                opts.name,
+                value,
+                max_age_days=opts.max_age / 86400,
+                min_version=2,
+            )
+            session = decode_session(raw, now) if raw else None
+            user = None
+            if session is not None and session.mechanism in self._mechanisms:
+                user = make_user(handler, session)
+            if session is None or user is None:
+                self._verified.pop(value, None)
+                log.info("session cookie ignored from %s", request.remote_ip)
+                self.clear(handler)
+                return None
+            known = _Verified(session.expires_at, user, type(handler), handler.application)
+            _remember(self._verified, value, known)
+        if len(header) <= _HEADER_KEY_MAX:
+            _remember(self._by_header, header, known)
+        return known.user
+
+    @staticmethod
+    def _good(known: _Verified, handler: RequestHandler, now: float) -> bool:
+        return (
+            known.expires_at > now
             and known.handler_class is type(handler)
             and known.application is handler.application
-        ):
-            return known.user
-        raw = tornado.web.decode_signed_value(
-            require_secret(handler.application.settings),
-            opts.name,
-            value,
-            max_age_days=opts.max_age / 86400,
-            min_version=2,
         )
-        session = decode_session(raw, now) if raw else None
-        user = None
-        if session is not None and session.mechanism in self._mechanisms:
-            user = make_user(handler, session)
-        if session is None or user is None:
-            self._verified.pop(value, None)
-            log.info("session cookie ignored from %s", request.remote_ip)
-            self.clear(handler)
-            return None
-        if len(self._verified) >= _VERIFIED_SESSIONS:
-            del self._verified[next(iter(self._verified))]  # the oldest
-        self._verified[value] = _Verified(
-            session.expires_at, user, type(handler), handler.application
-        )
-        return user
 
     def start(self, handler: RequestHandler, user: KerberosUser) -> None:
         """Set the cookie after a fresh login: never longer than the user's ticket, never
@@ -314,6 +326,12 @@ class SessionCookies:
             # A __Secure-/__Host- cookie can be cleared only by a Secure Set-Cookie.
             secure=opts.name.startswith(("__Secure-", "__Host-")),
         )
+
+
+def _remember(cache: dict[str, _Verified], key: str, entry: _Verified) -> None:
+    if len(cache) >= _VERIFIED_SESSIONS and key not in cache:
+        del cache[next(iter(cache))]  # the oldest
+    cache[key] = entry
 
 
 def require_secret(settings: Mapping[str, Any]) -> Any:

@@ -131,6 +131,8 @@ class KerberosAuthMixin(_HandlerBase):
         """
         return True
 
+    kerberos_authorize._tornado_kerb_default = True  # type: ignore[attr-defined]
+
     def kerberos_local_name(self, principal: str) -> str:
         """The local name for ``principal`` (``current_user.username``). May be
         overridden; the default is :meth:`KerberosGuard.local_name`
@@ -285,7 +287,12 @@ def _guarded(method: F, *, optional: bool) -> F:
         # Only a Kerberos login counts: a truthy user from some other get_current_user
         # (a cookie, say) must not stand in for one.
         if not isinstance(self.current_user, KerberosUser):
-            pending = _guard_of(self)._begin(self, optional)
+            guard = (  # inline, not _guard_of(): this runs on every guarded request
+                self.get_kerberos_guard()
+                if isinstance(self, KerberosAuthMixin)
+                else KerberosGuard.for_application(self.application)
+            )
+            pending = guard._begin(self, optional)
             if pending is not None and not isinstance(pending, KerberosUser):
                 return _run_after(pending, method, self, args, kwargs)
         return method(self, *args, **kwargs)
