@@ -10,11 +10,15 @@ see :meth:`~tornado_kerb.KerberosGuard.write_answer` to render your own.
 from __future__ import annotations
 
 import json
+from typing import Literal
 
 import tornado.escape
 import tornado.web
 
-__all__ = ["write_default_answer"]
+__all__ = ["Form", "write_default_answer"]
+
+#: The form of an answer's body.
+Form = Literal["html", "json", "text"]
 
 _ERRORS = {401: "unauthorized", 403: "forbidden", 503: "unavailable"}
 
@@ -105,8 +109,10 @@ def write_default_answer(
     principal: str | None = None,
     retry_after: int | None = None,
     password_offered: bool = False,
+    form: Form | None = None,
 ) -> None:
-    """Write the default body for ``status`` in the form the client asked for."""
+    """Write the default body for ``status`` in the form the client asked for, or in
+    ``form`` for a handler that labels every answer itself (Jupyter's API handlers: JSON)."""
     shown = public_reason(status, reason)
     text = message(
         status,
@@ -117,11 +123,13 @@ def write_default_answer(
         password_offered=password_offered,
     )
     accept = handler.request.headers.get("Accept", "")
+    if form is None:
+        form = "html" if "text/html" in accept else "json" if "json" in accept else "text"
     title = f"{status} {_ERRORS.get(status, 'error').capitalize()}"
-    if "text/html" in accept:
+    if form == "html":
         handler.set_header("Content-Type", "text/html; charset=UTF-8")
         handler.write(_PAGE.format(title=title, text=tornado.escape.xhtml_escape(text)))
-    elif "json" in accept:
+    elif form == "json":
         handler.set_header("Content-Type", "application/json; charset=UTF-8")
         body = {"error": _ERRORS.get(status, "error"), "reason": shown, "message": text}
         handler.write(json.dumps(body) + "\n")

@@ -29,7 +29,7 @@ from . import _localname, _routes
 from ._gss import mechanism_message
 from ._header import split_authorization
 from ._kdc import KDCPool
-from .answers import write_default_answer
+from .answers import Form, write_default_answer
 from .basic import default_realm, parse_basic
 from .bindings import server_end_point
 from .credentials import call_as
@@ -444,6 +444,13 @@ class KerberosGuard:
             self.check_application(app, key)
             app._tornado_kerb_checked = routes  # type: ignore[attr-defined]
 
+    def admits(self, principal: str) -> Reason | None:
+        """The guard-wide checks (``realms``, ``allowed_principals``) for a principal
+        authenticated some other way (a login cookie of its own): ``None`` when it may in,
+        else the reason it may not (``"foreign-realm"``, ``"forbidden"``). The handler's
+        :meth:`authorize` is still to be asked."""
+        return self._refusal(principal)
+
     def _refusal(self, principal: str) -> Reason | None:
         """The guard-wide checks: why ``principal`` may not log in, or ``None``."""
         realm = principal.rpartition("@")[2]
@@ -795,9 +802,16 @@ class KerberosGuard:
         self.write_default_answer(handler, status, reason, principal)
 
     def write_default_answer(
-        self, handler: Handler, status: int, reason: str, principal: str | None = None
+        self,
+        handler: Handler,
+        status: int,
+        reason: str,
+        principal: str | None = None,
+        *,
+        form: Form | None = None,
     ) -> None:
-        """The built-in body: HTML for browsers, JSON when asked for, else text."""
+        """The built-in body: HTML for browsers, JSON when asked for, else text; or
+        ``form`` (``"html"``, ``"json"``, ``"text"``) whatever the client asked for."""
         write_default_answer(
             handler,
             status,
@@ -805,6 +819,7 @@ class KerberosGuard:
             principal=principal,
             retry_after=self.settings.retry_after if status == 503 else None,
             password_offered=self._offers_basic(handler),
+            form=form,
         )
 
     def _offers_basic(self, handler: Handler) -> bool:

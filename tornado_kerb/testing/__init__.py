@@ -59,7 +59,6 @@ import contextlib
 import dataclasses
 import os
 import random
-import re
 import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -288,7 +287,8 @@ class KerberosRealm:
 
 
 def _file_part(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]", "_", name)
+    # Percent-encoded, so that no two names share a file ("col/x" and "col_x" did).
+    return urllib.parse.quote(name, safe="")
 
 
 def start_kerberos_realm(
