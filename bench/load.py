@@ -5,6 +5,10 @@ the next; every request carries its own pre-built headers (a fresh Negotiate tok
 session cookie, a Basic header…). Parsing is the minimum
 that frames a Tornado answer (status line, ``Content-Length``, body), so one client core
 outruns one server core by a wide margin.
+
+For the fresh-Basic baseline each connection is paired with one to the raw proof service
+(``bench.proof``): before every request it asks for one password proof and waits for it,
+so a "request" is a login done without tornado_kerb, the proof and then the HTTP request.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from collections.abc import Iterator
 
 _LENGTH = b"\r\ncontent-length:"
 _TICK = os.sysconf("SC_CLK_TCK")
+
+Stream = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
 class BenchFailure(Exception):
@@ -73,9 +79,17 @@ async def _client(
     requests: Iterator[bytes],
     expected_body: bytes,
     failures: list[str],
+    proof: Stream | None,
 ) -> None:
     # The iterator is shared by every connection: each request is sent exactly once.
     for request in requests:
+        if proof is not None:
+            # The baseline's login: one raw proof first (on the server's core), then the
+            # request, one after the other, as tornado_kerb does them for a Basic login.
+            proof[1].write(b"p")
+            if await proof[0].readexactly(1) != b"1":
+                failures.append("raw password proof failed (see bench.proof's stderr)")
+                continue
         writer.write(request)
         head = await reader.readuntil(b"\r\n\r\n")
         at = head.lower().find(_LENGTH)
@@ -95,34 +109,44 @@ async def run_round(
     connections: int,
     expected: bytes,
     tls: ssl.SSLContext | None = None,
+    proof_port: int | None = None,
 ) -> RoundResult:
     """Send every request over ``connections`` keep-alive connections to the server
-    (processes ``pids``) listening on ``port``.
+    (processes ``pids``) listening on ``port``; with ``proof_port``, each one after a
+    raw password proof asked of ``bench.proof`` there (its process among ``pids``).
 
     Connections are opened before the clock starts. Raises :class:`BenchFailure` if any
-    answer is not ``200`` with body ``expected``.
+    answer is not ``200`` with body ``expected``, or any proof failed.
     """
-    streams = [
-        await asyncio.open_connection(
-            "127.0.0.1", port, ssl=tls, server_hostname="localhost" if tls else None
-        )
-        for _ in range(connections)
-    ]
+    http: list[Stream] = []
+    proofs: list[Stream] = []
     shared = iter(requests)
     failures: list[str] = []
     try:
+        for _ in range(connections):
+            http.append(
+                await asyncio.open_connection(
+                    "127.0.0.1", port, ssl=tls, server_hostname="localhost" if tls else None
+                )
+            )
+            if proof_port is not None:
+                proofs.append(await asyncio.open_connection("127.0.0.1", proof_port))
+        paired: list[Stream | None] = [*proofs] if proofs else [None] * connections
         server_cpu, load_cpu = cpu_seconds(pids), time.process_time()
         start = time.perf_counter()
-        await asyncio.gather(*(_client(r, w, shared, expected, failures) for r, w in streams))
+        await asyncio.gather(
+            *(_client(*h, shared, expected, failures, p) for h, p in zip(http, paired, strict=True))
+        )
         elapsed = time.perf_counter() - start
         server_cpu = cpu_seconds(pids) - server_cpu
         load_cpu = time.process_time() - load_cpu
     except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as err:
         raise BenchFailure(f"connection to port {port} failed: {err!r}") from None
     finally:
-        for _, writer in streams:
+        writers = [writer for _, writer in http + proofs]
+        for writer in writers:
             writer.close()
-        await asyncio.gather(*(w.wait_closed() for _, w in streams), return_exceptions=True)
+        await asyncio.gather(*(w.wait_closed() for w in writers), return_exceptions=True)
     if failures:
         raise BenchFailure(
             f"{len(failures)} of {len(requests)} responses failed, first: {failures[0]}"
