@@ -9,7 +9,6 @@ a refused password reads the same whether the user exists or not.
 
 from __future__ import annotations
 
-import http.cookies
 import logging
 from collections.abc import Iterator
 from typing import Any, ClassVar
@@ -22,6 +21,7 @@ import tornado.web
 
 from tests.clients import negotiate_header
 from tests.conftest import TLS, Realm, ServeFn, Server
+from tests.test_session import set_cookies
 from tornado_kerb import (
     ConfigurationError,
     KerberosAuthMixin,
@@ -44,15 +44,6 @@ def settings(realm: Realm, **extra: Any) -> dict[str, Any]:
 
 def negotiate() -> dict[str, str]:
     return {"Authorization": negotiate_header()}
-
-
-def set_cookies(response: requests.Response) -> list[http.cookies.Morsel[str]]:
-    morsels = []
-    for header in response.raw.headers.getlist("Set-Cookie"):
-        jar: http.cookies.SimpleCookie = http.cookies.SimpleCookie()
-        jar.load(header)
-        morsels.extend(jar.values())
-    return morsels
 
 
 def get(server: Server, tls: TLS, path: str = "/", **kwargs: Any) -> requests.Response:
