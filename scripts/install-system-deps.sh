@@ -13,6 +13,10 @@ have curl         || need+=(curl)
 have openssl      || need+=(openssl)
 have gcc          || need+=(gcc)
 have make         || need+=(make)
+# python-ldap (group names over LDAP: the [ad] extra, and the tests) builds against
+# libldap and Cyrus SASL.
+[ -f /usr/include/ldap.h ]      || need+=(libldap-dev)
+[ -f /usr/include/sasl/sasl.h ] || need+=(libsasl2-dev)
 # Acting as the user down to a real database: PostgreSQL's server, and the system libpq
 # that psycopg's pure-Python implementation loads (never psycopg[binary]: its bundled
 # libkrb5 cannot see our per-thread credential caches).
@@ -24,6 +28,22 @@ compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
 have slapd        || need+=(slapd)
 have ldapmodify   || need+=(ldap-utils)
 [ -x /usr/sbin/kdb5_ldap_util ] || need+=(krb5-kdc-ldap)
+# Active Directory: the tests run a private Samba DC (tornado_kerb/testing/samba.py), never
+# the system service. samba-ad-dc only recommends samba-ad-provision, which holds the AD
+# schema: without it nothing provisions. python3-samba (a dependency of samba) decodes PACs
+# in the system python3 for the tests; the SASL GSSAPI module lets ldapsearch bind to the DC
+# with Kerberos. None of these replaces or removes MIT krb5 (Samba's Heimdal is private to
+# samba-libs; the SASL module is the MIT flavour). TORNADO_KERB_NO_AD=1 skips them.
+ad=()
+new_samba=0
+if [ "${TORNADO_KERB_NO_AD:-}" != 1 ]; then
+  have samba        || { ad+=(samba-ad-dc); new_samba=1; }
+  [ -d /usr/share/samba/setup/ad-schema ] || ad+=(samba-ad-provision)
+  have ldbsearch    || ad+=(ldb-tools)
+  /usr/bin/python3 -c 'import samba.dcerpc.krb5pac' 2>/dev/null || ad+=(python3-samba)
+  compgen -G "/usr/lib/*/sasl2/libgssapiv2.so*" >/dev/null || ad+=(libsasl2-modules-gssapi-mit)
+  need+=("${ad[@]}")
+fi
 # gssapi and krb5 compile against Python's headers, and make creates a venv.
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 [ -f "$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["include"])')/Python.h" ] \
@@ -49,3 +69,18 @@ echo "installing: ${need[*]}"
 # containers; k5test runs its own krb5kdc either way.
 $sudo apt-get update -q
 $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}"
+
+# Debian starts (or enables) smbd, nmbd, winbind and samba-ad-dc on install where services
+# may start (not in containers with a policy-rc.d). A system samba-ad-dc would take ports
+# 88 and 389 on every address, and the tests never use any of them: stop and disable what
+# this run just installed, never a samba the machine had before.
+if [ "$new_samba" = 1 ]; then
+  for svc in samba-ad-dc smbd nmbd winbind; do
+    if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+      $sudo systemctl disable --now "$svc" >/dev/null 2>&1 || true
+    elif [ -x "/etc/init.d/$svc" ]; then
+      $sudo "/etc/init.d/$svc" stop >/dev/null 2>&1 || true
+      $sudo update-rc.d "$svc" disable >/dev/null 2>&1 || true
+    fi
+  done
+fi

@@ -235,3 +235,33 @@ def serve(tls: TLS) -> Iterator[ServeFn]:
         built = getattr(server.app, "_tornado_kerb_guard", None)
         if built is not None and isinstance(built[1], KerberosGuard):  # not a failed check
             built[1].close()
+
+
+def require_samba() -> None:
+    """At a test module's top: an Active Directory realm (a Samba DC) is a core path, so a
+    machine without one fails the run, unless ``TORNADO_KERB_NO_AD=1`` asks to skip the
+    module."""
+    from tornado_kerb.testing.samba import samba_available
+
+    reason = samba_available()
+    if reason is None:
+        return
+    if os.environ.get("TORNADO_KERB_NO_AD") != "1":
+        raise RuntimeError(
+            f"{reason} (scripts/install-system-deps.sh installs them; "
+            "TORNADO_KERB_NO_AD=1 skips these tests)"
+        )
+    pytest.skip(reason, allow_module_level=True)
+
+
+@pytest.fixture(scope="session")
+def samba() -> Iterator[Any]:
+    """One Samba AD DC (a ``tornado_kerb.testing.samba.SambaRealm``) for the session,
+    started when first asked for and always stopped. Its environment is *not* in
+    os.environ, where the MIT realm's stays: a module puts it there for its tests with
+    ``realm_environment(samba.env)``."""
+    from tornado_kerb.testing.samba import start_samba_realm
+
+    require_samba()
+    with start_samba_realm() as realm:
+        yield realm

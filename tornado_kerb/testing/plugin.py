@@ -41,12 +41,27 @@ Real clients work too: ``requests.get(url, auth=kerberos_realm.requests_auth())`
 your ``conftest.py`` with :func:`~tornado_kerb.testing.kerberos_realm_session`. Outside
 pytest, :func:`tornado_kerb.testing.start_kerberos_realm` starts the same realm: the realm
 and its helpers live in :mod:`tornado_kerb.testing` (this module re-exports them) and only
-the fixture is here.
+the fixtures are here.
+
+The ``samba_realm`` fixture (session-scoped) is an Active Directory realm instead: a
+:class:`tornado_kerb.testing.samba.SambaRealm`, a real Samba domain controller (KDC and
+LDAP) provisioned into a temporary directory and bound to a loopback address of its own,
+with an ``HTTP/localhost`` AES keytab in ``keytab``, a user with a forwardable ticket, and
+``add_user``, ``add_group``, ``add_members``, ``add_service``, ``allow_delegation`` and
+``negotiate_header`` to set up what a test needs; tickets it issues carry a PAC with the
+user's groups. Its environment is in ``os.environ`` for the session like
+``kerberos_realm``'s, so a session uses one of the two (``realm_environment(realm.env)``
+switches within a test). Needs root and Debian's ``samba-ad-dc samba-ad-provision
+ldb-tools krb5-user`` (a test using it fails with what is missing); it takes about five
+seconds to start and is always stopped. Configure it with
+:func:`~tornado_kerb.testing.samba.samba_realm_session`. Loading the plugin imports neither
+k5test nor anything of Samba's.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -59,11 +74,15 @@ from tornado_kerb.testing import (
     start_kerberos_realm,
 )
 
+if TYPE_CHECKING:
+    from tornado_kerb.testing.samba import SambaRealm
+
 __all__ = [
     "KerberosRealm",
     "RealmUser",
     "kerberos_realm",
     "kerberos_realm_session",
+    "samba_realm",
     "start_kerberos_realm",
 ]
 
@@ -73,4 +92,15 @@ def kerberos_realm() -> Iterator[KerberosRealm]:
     """A :class:`~tornado_kerb.testing.KerberosRealm` for the session, its environment in
     ``os.environ``."""
     with kerberos_realm_session() as realm:
+        yield realm
+
+
+@pytest.fixture(scope="session")
+def samba_realm() -> Iterator[SambaRealm]:
+    """A :class:`~tornado_kerb.testing.samba.SambaRealm` (an AD domain controller) for the
+    session, its environment in ``os.environ``."""
+    # Imported here: a session that never asks for a DC does not load the module.
+    from tornado_kerb.testing.samba import samba_realm_session
+
+    with samba_realm_session() as realm:
         yield realm
