@@ -17,7 +17,7 @@ import os
 
 import krb5
 
-from .errors import KeytabError
+from .errors import ConfigurationError, KeytabError
 
 __all__ = ["KeytabEntry", "KeytabReport", "inspect_keytab", "wanted_prefix"]
 
@@ -137,3 +137,29 @@ def file_problem(path: str) -> str | None:
     except OSError as err:
         return f"cannot be opened: {err.strerror}"
     return None
+
+
+def find_client_principal(keytab: str, realm: str) -> str | None:
+    """The account's own name in ``keytab``: its one-component principal in ``realm``
+    (``svc@EXAMPLE.COM``, ``WEB$@EXAMPLE.COM``), beside whatever SPNs (``HTTP/…``) it holds.
+
+    ``None`` if there is none; :class:`~tornado_kerb.ConfigurationError` if there are
+    several (say which one to use); :class:`~tornado_kerb.KeytabError` if the keytab
+    cannot be read.
+    """
+    report = inspect_keytab(keytab)
+    if report.problem:
+        raise KeytabError(report.path or report.name, report.problem)
+    accounts = sorted(
+        {
+            p
+            for p in report.principals()
+            if "/" not in p.partition("@")[0] and p.rpartition("@")[2] == realm
+        }
+    )
+    if len(accounts) > 1:
+        raise ConfigurationError(
+            f"keytab {keytab} holds several account names ({', '.join(accounts)}): "
+            "say which one is the service's own"
+        )
+    return accounts[0] if accounts else None
