@@ -10,7 +10,7 @@ import k5test
 import pytest
 
 from tests.conftest import Realm
-from tornado_kerb.basic import default_realm, parse_basic, prove_password
+from tornado_kerb.basic import NameForms, default_realm, parse_basic, prove_password
 from tornado_kerb.errors import AuthenticationFailed, KDCUnavailable
 from tornado_kerb.negotiate import Acceptor
 
@@ -54,6 +54,51 @@ def test_parse_basic_refuses(credentials: str, reason: str) -> None:
     with pytest.raises(AuthenticationFailed) as info:
         parse_basic(credentials, "EXAMPLE.COM")
     assert info.value.reason == reason
+
+
+AD = NameForms("CORP", frozenset({"corp.example.com"}))
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        # Every form goes to the KDC as an enterprise name: it finds the account and
+        # gives its canonical name (krb5 spells the name's own "@" as "\\@").
+        (b"alice:pw", "alice\\@example.com@EXAMPLE.COM"),
+        (b"Alice:pw", "Alice\\@example.com@EXAMPLE.COM"),
+        (b"CORP\\alice:pw", "alice\\@example.com@EXAMPLE.COM"),
+        (b"corp\\alice:pw", "alice\\@example.com@EXAMPLE.COM"),
+        (b"alice@corp.example.com:pw", "alice\\@corp.example.com@EXAMPLE.COM"),
+        (b"alice@CORP.example.com:pw", "alice\\@corp.example.com@EXAMPLE.COM"),
+        (b"alice@EXAMPLE.COM:pw", "alice\\@example.com@EXAMPLE.COM"),
+        (b"alice@example.com:pw", "alice\\@example.com@EXAMPLE.COM"),
+    ],
+)
+def test_parse_basic_active_directory_forms(raw: bytes, expected: str) -> None:
+    assert parse_basic(b64(raw), "EXAMPLE.COM", AD) == (expected, "pw")
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"OTHER\\alice:pw", "foreign-realm"),
+        (b"alice@other.org:pw", "foreign-realm"),
+        (b"CORP\\alice@corp.example.com:pw", "malformed"),
+        (b"CORP\\x\\alice:pw", "malformed"),
+        (b"CORP\\:pw", "malformed"),
+        (b"CORP\\HTTP/web:pw", "malformed"),
+    ],
+)
+def test_parse_basic_active_directory_refuses(raw: bytes, reason: str) -> None:
+    with pytest.raises(AuthenticationFailed) as info:
+        parse_basic(b64(raw), "EXAMPLE.COM", AD)
+    assert info.value.reason == reason
+
+
+def test_without_a_netbios_domain_the_backslash_form_stays_refused() -> None:
+    with pytest.raises(AuthenticationFailed) as info:
+        parse_basic(b64(b"CORP\\alice:pw"), "EXAMPLE.COM", NameForms(None, frozenset({"x.org"})))
+    assert info.value.reason == "malformed"
 
 
 def test_default_realm_comes_from_krb5_conf(realm: Realm) -> None:

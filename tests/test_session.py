@@ -354,11 +354,15 @@ def test_basic_cache_hit_still_goes_through_authorization(
 
 def test_basic_cache_bounds() -> None:
     cache = BasicCache(BasicCacheOptions(entries=2, ttl=300))
-    cache.put("a@R", "pw-a", "a@R", None)
-    cache.put("b@R", "pw-b", "b@R", time.time() - 1)  # the ticket already ended: never a hit
+
+    def user(principal: str) -> KerberosUser:
+        return KerberosUser(principal, "basic")
+
+    cache.put("a@R", "pw-a", user("a@R"), None)
+    cache.put("b@R", "pw-b", user("b@R"), time.time() - 1)  # ticket ended: never a hit
     assert cache.get("b@R", "pw-b") is None
-    cache.put("c@R", "pw-c", "carol@R", None)
-    cache.put("d@R", "pw-d", "d@R", None)  # over two entries: the least recently used goes
+    cache.put("c@R", "pw-c", user("carol@R"), None)
+    cache.put("d@R", "pw-d", user("d@R"), None)  # over two entries: the oldest goes
     assert cache.get("a@R", "pw-a") is None
     assert cache.get("d@R", "pw-d") is not None
     assert cache.get("d@R", "other") is None

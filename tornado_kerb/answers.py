@@ -50,6 +50,12 @@ _MESSAGES = {
     "forbidden": "You are logged in as {principal}, but not allowed here.",
     "foreign-realm": "You are logged in as {principal}, but users of your realm are not "
     "allowed here.",
+    "not-in-group": "You are logged in as {principal}, but not a member of a group "
+    "allowed here. Ask the administrators to add you; you may have to log in again "
+    "afterwards (lock and unlock your computer, or kinit).",
+    "weak-authentication": "You are logged in as {principal}, but this site needs a "
+    "stronger login (a second factor or a smart card). Get a ticket that way (kinit with "
+    "your token or card) and reload.",
     "kdc-unreachable": "Passwords cannot be checked right now: the Kerberos server "
     "cannot be reached. Try again in {retry} seconds.",
     "kdc-busy": "Too many logins are waiting for the Kerberos server. Try again in "

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import time
+from typing import NamedTuple
 
 import gssapi
 import gssapi.raw
@@ -21,13 +22,15 @@ from ._header import decode_base64
 from .errors import AuthenticationFailed
 from .negotiate import Accepted, Acceptor
 
-__all__ = ["default_realm", "parse_basic", "prove_password"]
+__all__ = ["NameForms", "default_realm", "parse_basic", "prove_password"]
 
 _MAX_USER = 256
 _MAX_PASSWORD = 1024
 # One regex search, not a generator per character: this runs on every Basic request.
 # C0, DEL and C1 (U+0080-U+009F: CSI is a terminal escape, NEL a line break).
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+# GSS_KRB5_NT_ENTERPRISE_NAME (MIT >= 1.17): "user@suffix", realm after a second "@".
+_ENTERPRISE = gssapi.OID.from_int_seq("1.2.840.113554.1.2.2.6")
 
 
 def default_realm() -> str | None:
@@ -38,12 +41,33 @@ def default_realm() -> str | None:
         return None
 
 
-def parse_basic(credentials: str, realm: str) -> tuple[str, str]:
+class NameForms(NamedTuple):
+    """The Active Directory forms of a Basic user name (``netbios_domain``,
+    ``upn_suffixes``). With either set, every Basic name goes to the KDC as an enterprise
+    name, which it maps to the account and canonicalises (``Alice`` ends as ``alice``)."""
+
+    #: The NetBIOS domain name of ``DOMAIN\\user``; ``None``: that form is refused.
+    netbios: str | None = None
+    #: UPN suffixes accepted in ``user@suffix``, lower case.
+    suffixes: frozenset[str] = frozenset()
+
+    @property
+    def enterprise(self) -> bool:
+        return self.netbios is not None or bool(self.suffixes)
+
+
+_MIT = NameForms()
+
+
+def parse_basic(credentials: str, realm: str, forms: NameForms = _MIT) -> tuple[str, str]:
     """Decode ``Basic <base64(user:password)>`` into ``(principal, password)``.
 
     A bare user name gets ``@realm``; a name in any other realm is refused here, before
     the KDC sees it, or a client could make the server send AS requests (and DNS lookups)
-    to a KDC of its choosing. Raises :class:`AuthenticationFailed`.
+    to a KDC of its choosing. With :class:`NameForms` (Active Directory), ``DOMAIN\\user``
+    and ``user@suffix`` are accepted too, and the principal is an enterprise name
+    (``user\\@suffix@REALM``, krb5's own spelling) that our realm's KDC maps. Raises
+    :class:`AuthenticationFailed`.
     """
     raw = decode_base64(credentials)
     try:
@@ -59,6 +83,12 @@ def parse_basic(credentials: str, realm: str) -> tuple[str, str]:
         raise AuthenticationFailed("malformed", "credentials too long")
     if _CONTROL.search(user) or _CONTROL.search(password):
         raise AuthenticationFailed("malformed", "control character in credentials")
+    if forms.netbios is not None and user.count("\\") == 1:
+        domain, _, user = user.partition("\\")
+        if domain.casefold() != forms.netbios.casefold():
+            raise AuthenticationFailed("foreign-realm", "a NetBIOS domain other than ours")
+        if "@" in user:
+            raise AuthenticationFailed("malformed", "bad user name")
     # "/" would name a service instance, "\\" escapes krb5's separators: neither belongs
     # in a user name typed into a browser.
     if "/" in user or "\\" in user:
@@ -68,6 +98,13 @@ def parse_basic(credentials: str, realm: str) -> tuple[str, str]:
         name, user_realm = user, realm
     if not name or "@" in name:
         raise AuthenticationFailed("malformed", "bad user name")
+    if forms.enterprise:
+        # The realm in any case, or a UPN suffix: the KDC finds the account (AD's
+        # implicit UPN is user@dns.domain) and says its canonical name.
+        suffix = user_realm.lower()
+        if suffix != realm.lower() and suffix not in forms.suffixes:
+            raise AuthenticationFailed("foreign-realm", "a UPN suffix not ours")
+        return f"{name}\\@{suffix}@{realm}", password
     if user_realm != realm:
         # Not quoted: whatever was typed there may be a password.
         raise AuthenticationFailed("foreign-realm", f"a realm other than {realm}")
@@ -85,7 +122,12 @@ def prove_password(principal: str, password: str, acceptor: Acceptor) -> Accepte
     """
     service = gssapi.Name(acceptor.service_principal(), gssapi.NameType.kerberos_principal)
     with translated("password"):
-        name = gssapi.Name(principal, gssapi.NameType.kerberos_principal)
+        if "\\@" in principal:
+            # An enterprise name (see parse_basic): krb5 asks the KDC to canonicalise it.
+            user, _, realm = principal.rpartition("@")
+            name = gssapi.Name(f"{user.replace(chr(92), '')}@{realm}", _ENTERPRISE)
+        else:
+            name = gssapi.Name(principal, gssapi.NameType.kerberos_principal)
         acquired = gssapi.raw.acquire_cred_with_password(
             name, password.encode("utf-8"), usage="initiate", mechs=[gssapi.MechType.kerberos]
         )
@@ -103,4 +145,4 @@ def prove_password(principal: str, password: str, acceptor: Acceptor) -> Accepte
     except AuthenticationFailed as err:
         raise AuthenticationFailed("kdc-not-trusted", err.detail) from None
     expires = time.time() + lifetime if lifetime is not None else accepted.expires_at
-    return Accepted(accepted.principal, None, creds, expires, "password")
+    return Accepted(accepted.principal, None, creds, expires, "password", False, accepted.claims)

@@ -23,7 +23,7 @@ from gssapi.raw.misc import GSSError
 
 from ._gss import describe, translate
 from .errors import DelegationRefused, KDCUnavailable, KerberosError
-from .keytab import inspect_keytab, wanted_prefix
+from .keytab import find_client_principal, inspect_keytab, wanted_prefix
 
 __all__ = ["ConstrainedDelegation"]
 
@@ -36,10 +36,13 @@ _RETRY = 30.0  # seconds between attempts when the KDC (or the keytab) fails us
 class ConstrainedDelegation:
     """Initiating credentials for our principal, kept fresh by a background thread."""
 
-    def __init__(self, keytab: str, service: str, hostname: str | None) -> None:
+    def __init__(
+        self, keytab: str, service: str, hostname: str | None, account: str | None = None
+    ) -> None:
         self.keytab = keytab
         self._service = service
         self._hostname = hostname
+        self._account = account
         # One private cache for the life of the guard: refreshes reuse it, so nothing leaks.
         self._ccache = f"MEMORY:tornado_kerb-s4u-{secrets.token_hex(16)}"
         self._lock = threading.Lock()
@@ -131,6 +134,12 @@ class ConstrainedDelegation:
     def _our_principal(self) -> str:
         report = inspect_keytab(self.keytab)
         principal = report.check(self._service, self._hostname)
+        account = self._account or find_client_principal(self.keytab, principal.rpartition("@")[2])
+        if account is not None:
+            # Active Directory gives no TGT to an SPN (HTTP/web is not a client name):
+            # the account's own name, with the same keys. Credentials named so accept
+            # tickets for every SPN of the account: in AD's eyes they are one service.
+            return account
         several = sorted(set(report.ours(self._service, self._hostname)))
         if len(several) > 1:
             # Delegation acts as one principal, and accepting with its credentials would

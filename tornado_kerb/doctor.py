@@ -38,8 +38,9 @@ from gssapi.raw.misc import GSSError
 
 from ._gss import translate
 from .basic import default_realm
-from .errors import KerberosError
-from .keytab import KeytabReport, inspect_keytab
+from .claims import Claims, read_claims
+from .errors import ConfigurationError, KerberosError
+from .keytab import KeytabReport, find_client_principal, inspect_keytab
 from .negotiate import Acceptor
 
 __all__ = [
@@ -68,6 +69,7 @@ CheckName = Literal[
     "url",
     "end-to-end",
     "clock",
+    "account",
 ]
 
 # Single DES, triple DES (RFC 8429) and RC4: a keytab holding nothing better is one
@@ -137,7 +139,7 @@ def run(
         )
     if report.problem is not None:
         checks += _no_end_to_end("needs a keytab to accept a ticket with (see keytab)")
-        return checks
+        return [*checks, _account(report, known_realm or "")]
     spns = report.ours(service, hostname)
     if canonical and canonical != hostname:
         spns += report.ours(service, canonical)
@@ -145,7 +147,7 @@ def run(
         checks += _no_end_to_end(
             f"no {service}/{hostname or ''} key in the keytab to accept a ticket with (see spn)"
         )
-        return checks
+        return [*checks, _account(report, known_realm or "")]
     checks += _end_to_end(report, service, sorted(set(spns)), conf)
     return checks
 
@@ -351,9 +353,16 @@ def _enctypes(report: KeytabReport, ours: list[str]) -> Check:
         "enctypes",
         f"{', '.join(weak_only)} {'has' if len(weak_only) == 1 else 'have'} only weak keys "
         f"({shown}): DES and RC4 are deprecated "
-        "and disabled by hardened clients and KDCs",
-        "ask for AES keys (MIT: cpw -randkey -e aes256-cts-hmac-sha1-96:normal,"
-        "aes128-cts-hmac-sha1-96:normal; AD: enable AES on the account), then extract again",
+        "and disabled by hardened clients and KDCs; an RC4-only keytab is what Windows' "
+        "ktpass and Samba's exportkeytab give by default, and fails once the domain "
+        "issues AES tickets for the account",
+        "ask for AES keys, then extract again. MIT: cpw -randkey -e "
+        "aes256-cts-hmac-sha1-96:normal,aes128-cts-hmac-sha1-96:normal. Windows AD: set "
+        "msDS-SupportedEncryptionTypes to 24 on the service account (Set-ADUser SVC "
+        "-KerberosEncryptionType AES128,AES256), reset its password, then ktpass ... "
+        "/crypto AES256-SHA1 /ptype KRB5_NT_PRINCIPAL. Samba: ldbmodify the account's "
+        "msDS-SupportedEncryptionTypes: 24, samba-tool user setpassword SVC, then "
+        "samba-tool domain exportkeytab",
     )
 
 
@@ -698,21 +707,73 @@ def _end_to_end(
     except krb5.Krb5Error as err:
         why = str(err)
     if client is None or not tgts:
-        return _no_end_to_end(
-            f"no valid ticket-granting ticket in {cache_name} ({why})",
-            f"run kinit as any user of {spns[0].rpartition('@')[2]}, then doctor again: "
-            "it gets a service ticket for the SPN and accepts it with the keytab",
-        )
+        return [
+            *_no_end_to_end(
+                f"no valid ticket-granting ticket in {cache_name} ({why})",
+                f"run kinit as any user of {spns[0].rpartition('@')[2]}, then doctor again: "
+                "it gets a service ticket for the SPN and accepts it with the keytab",
+            ),
+            _account(report, spns[0].rpartition("@")[2]),
+        ]
     checks = []
     skew: int | None = None
     refused_for_skew = False
+    domain = ""
     for spn in spns:
-        check, measured, reason = _ticket_round_trip(ctx, client, tgts, report, service, spn, conf)
+        check, measured, reason, pac_domain = _ticket_round_trip(
+            ctx, client, tgts, report, service, spn, conf
+        )
         checks.append(check)
         skew = measured if skew is None else skew
         refused_for_skew = refused_for_skew or reason == "clock-skew"
+        domain = domain or pac_domain
     checks.append(_clock(skew, refused_for_skew))
+    checks.append(_account(report, spns[0].rpartition("@")[2], domain, tried=True))
     return checks
+
+
+def _account(report: KeytabReport, realm: str, domain: str = "", *, tried: bool = False) -> Check:
+    """Whether the keytab holds the account's own name, which Active Directory needs for a
+    TGT of the service's own (group names, constrained delegation): it gives none to an SPN.
+    ``domain``: the NetBIOS domain in the PAC of the ticket accepted, if any (AD);
+    ``tried``: a ticket was asked for, so an empty ``domain`` means no AD."""
+    if report.problem:
+        return Check("SKIP", "account", "no keys to look at: the keytab is unusable (see keytab)")
+    try:
+        account = find_client_principal(report.name, realm)
+    except ConfigurationError as err:
+        return Check("WARN", "account", str(err), "set service_account to the right one")
+    if account is not None:
+        return Check(
+            "OK",
+            "account",
+            f"holds {account}, the account's own name: the service's own TGT (group names, "
+            "constrained delegation) comes from it",
+        )
+    if not tried:
+        return Check(
+            "SKIP",
+            "account",
+            "no account name (svc@REALM) in the keytab; whether the KDC is an Active "
+            "Directory, which needs one, is told by the end-to-end check's ticket",
+        )
+    if not domain:
+        return Check(
+            "OK",
+            "account",
+            "no account name (svc@REALM) in the keytab, and the KDC is no Active Directory "
+            "(no logon info in the ticket's PAC): a TGT of our own is asked for as the SPN",
+        )
+    return Check(
+        "WARN",
+        "account",
+        f"tickets come from Active Directory (domain {domain}), and the keytab holds no account "
+        f"name of {realm}: AD gives no TGT to an SPN, so group names and constrained "
+        "delegation (s4u2proxy) cannot work",
+        f"add the account's own name (SVC@{realm}, or HOST$@{realm}) to the keytab: msktutil "
+        "does so, ktpass needs a second run with /princ SVC@REALM, samba-tool domain "
+        "exportkeytab --principal=SVC; or set service_account",
+    )
 
 
 def _is_tgt(creds: krb5.Creds) -> bool:
@@ -727,10 +788,11 @@ def _ticket_round_trip(
     service: str,
     spn: str,
     conf: _Krb5Conf,
-) -> tuple[Check, int | None, str | None]:
+) -> tuple[Check, int | None, str | None, str]:
     """Get a fresh ticket for ``spn`` and accept it as the server would: the KDC's current
-    key must be in the keytab. Also returns the KDC's clock minus ours in seconds, and why
-    the KDC refused the ticket (a :mod:`tornado_kerb._gss` reason word)."""
+    key must be in the keytab. Also returns the KDC's clock minus ours in seconds, why
+    the KDC refused the ticket (a :mod:`tornado_kerb._gss` reason word), and the NetBIOS
+    domain in the ticket's PAC (Active Directory; empty for other KDCs)."""
     memory = krb5.cc_new_unique(ctx, b"MEMORY")
     try:
         krb5.cc_initialize(ctx, memory, client)
@@ -750,7 +812,7 @@ def _ticket_round_trip(
             failed = translate(err, "ticket")
             advice = _ticket_advice(failed.reason, spn.rpartition("@")[2], conf)
             detail = f"the KDC gave no ticket for {spn}: {_mech_message(failed.detail)}"
-            return Check("FAIL", "end-to-end", detail, advice), None, failed.reason
+            return Check("FAIL", "end-to-end", detail, advice), None, failed.reason, ""
         kdc_time = _kdc_time(memory, spn)
         skew = None if kdc_time is None else kdc_time - asked
         host = spn.partition("/")[2].rpartition("@")[0]
@@ -759,9 +821,13 @@ def _ticket_round_trip(
             if accepted.output_token:
                 initiator.step(accepted.output_token)  # mutual authentication, as browsers do
         except (KerberosError, GSSError) as err:
-            return _refused(report, spn, err), skew, None
+            return _refused(report, spn, err), skew, None, ""
         accepted_check = f"a fresh ticket for {spn} was accepted with the keytab"
-        return Check("OK", "end-to-end", accepted_check), skew, None
+        claims = accepted.claims
+        domain = claims.logon_domain if isinstance(claims, Claims) else ""
+        if claims is not None and not isinstance(claims, Claims):
+            domain = read_claims(claims, accepted.principal).logon_domain
+        return Check("OK", "end-to-end", accepted_check), skew, None, domain
     finally:
         krb5.cc_destroy(ctx, memory)
 

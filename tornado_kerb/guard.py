@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import concurrent.futures
 import difflib
-import fnmatch
 import functools
 import inspect
 import logging
@@ -30,10 +29,12 @@ from ._gss import mechanism_message
 from ._header import split_authorization
 from ._kdc import KDCPool
 from .answers import Form, write_default_answer
-from .basic import default_realm, parse_basic
+from .basic import NameForms, default_realm, parse_basic
 from .bindings import server_end_point
+from .claims import NONE, Claims
 from .credentials import call_as
 from .delegation import ConstrainedDelegation
+from .directory import Directory, GroupSids
 from .errors import (
     AuthenticationFailed,
     ConfigurationError,
@@ -44,7 +45,9 @@ from .errors import (
     LoginError,
     NoCredentials,
 )
+from .keytab import find_client_principal
 from .negotiate import Accepted, Acceptor, parse_negotiate
+from .policy import Policy
 from .reasons import Outcome, Reason, outcome_for
 from .session import BasicCache, Session, SessionCookies, require_secret
 from .settings import KerberosSettings, normal_origin
@@ -126,7 +129,9 @@ class KerberosGuard:
     def __init__(self, settings: KerberosSettings | Mapping[str, Any] | None = None) -> None:
         self.settings = KerberosSettings.from_mapping(settings)
         s = self.settings
-        self.acceptor = Acceptor(s.keytab, s.service, s.hostname, s4u2proxy=s.s4u2proxy)
+        self.acceptor = Acceptor(
+            s.keytab, s.service, s.hostname, s4u2proxy=s.s4u2proxy, account=s.service_account
+        )
         realm = s.realm or default_realm()
         if s.basic and not realm:
             raise ConfigurationError(
@@ -134,22 +139,12 @@ class KerberosGuard:
             )
         #: Realm of Basic users and of the Basic challenge.
         self.realm = realm or ""
+        #: Who may in, guard-wide: realms, principals, groups, indicators.
+        self.policy = Policy(s, realm)
         #: Realms whose users may log in; ``None`` means any realm.
-        self.realms: frozenset[str] | None
-        if s.realms == "*":
-            self.realms = None
-        elif s.realms:
-            self.realms = frozenset(s.realms)
-        elif realm:
-            self.realms = frozenset({realm})
-        else:
-            raise ConfigurationError(
-                "no realm may log in: set kerberos['realm'] or ['realms'], or default_realm "
-                "in krb5.conf"
-            )
-        self._exact = frozenset(p for p in s.allowed_principals or () if not _is_pattern(p))
-        self._patterns = tuple(p for p in s.allowed_principals or () if _is_pattern(p))
-        self._check_principals = s.allowed_principals is not None
+        self.realms = self.policy.realms
+        self._needs_claims = self.policy.needs_claims
+        self._sid_of = self.policy.sid_of
         #: The threads that prove Basic passwords (see :mod:`tornado_kerb._kdc`).
         self.kdc = KDCPool(s.kdc_workers, s.kdc_queue, s.kdc_timeout)
         self._mapped = functools.lru_cache(maxsize=_LOCAL_NAME_CACHE)(self._map_local_name)
@@ -177,7 +172,9 @@ class KerberosGuard:
         offered: tuple[Mechanism, ...] = (
             ("negotiate", "basic") if self._basic_on else ("negotiate",)
         )
-        self.sessions = None if session is None else SessionCookies(session, offered)
+        self.sessions = (
+            None if session is None else SessionCookies(session, offered, self.policy.named_sids)
+        )
         self._ws_expiry = s.websocket_expiry
         self._refuse_cross_site = s.cross_site == "refuse"
         self._trusted_origins = frozenset(s.trusted_origins)
@@ -191,6 +188,27 @@ class KerberosGuard:
         # With s4u2proxy: principals with a request in flight, the only ones the guard
         # impersonates (IOLoop thread only: no lock).
         self._live: dict[str, int] | None = {} if s.s4u2proxy else None
+        #: The domain controller asked for group names and the NetBIOS domain name
+        #: (``None`` without ``ldap_url`` or group names), and the names' SIDs.
+        self.directory: Directory | None = None
+        self._group_sids: GroupSids | None = None
+        netbios = s.netbios_domain
+        if self.policy.names or s.ldap_url is not None:
+            self.directory = self._directory()
+            try:
+                if self.policy.names:
+                    self._group_sids = GroupSids(
+                        self.directory,
+                        self.policy.names,
+                        refresh_interval=s.group_refresh,
+                        on_change=self.policy.set_names,
+                    )
+                netbios = netbios or self.directory.netbios_domain()
+            except BaseException:
+                self.close()
+                raise
+        #: Basic's Active Directory user-name forms (DOMAIN\\user, user@suffix).
+        self._forms = NameForms(netbios, frozenset(s.upn_suffixes))
 
     @property
     def executor(self) -> concurrent.futures.ThreadPoolExecutor:
@@ -273,8 +291,32 @@ class KerberosGuard:
         self.acceptor.credentials()
 
     def close(self) -> None:
-        """Stop the KDC threads (waiting Basic logins are cancelled). Idempotent."""
+        """Stop the KDC threads (waiting Basic logins are cancelled) and the directory's
+        refresh. Idempotent."""
+        if self._group_sids is not None:
+            self._group_sids.close()
+        if self.directory is not None:
+            self.directory.close()
         self.kdc.close()
+
+    def _directory(self) -> Directory:
+        s = self.settings
+        realm = self.realm or next(iter(self.realms or ()), "")
+        account = s.service_account or find_client_principal(self.acceptor.keytab, realm)
+        if account is None:
+            raise ConfigurationError(
+                "group names are looked up as the service account, and the keytab holds no "
+                f"account name of {realm} (svc@{realm}, HOST$@{realm}: Active Directory gives "
+                "no ticket to an SPN): add it to the keytab, set 'service_account', or give "
+                "the groups' SIDs"
+            )
+        return Directory(
+            keytab=self.acceptor.keytab,
+            client_principal=account,
+            realm=realm,
+            ldap_url=s.ldap_url,
+            timeout=s.kdc_timeout,
+        )
 
     # -- extension points ---------------------------------------------------------------
 
@@ -358,12 +400,14 @@ class KerberosGuard:
                         raise AuthenticationFailed("unbound", "token not bound to a TLS channel")
                     return self._admit(handler, accepted, "negotiate")
                 if scheme == "basic" and self._basic_on and tls:
-                    principal, password = parse_basic(credentials, self.realm)
+                    principal, password = parse_basic(credentials, self.realm, self._forms)
                     if self.basic_cache is not None:
                         proven = self.basic_cache.get(principal, password)
                         if proven is not None:  # no KDC: the password was proven before
                             # Whom the keytab accepted then, not the name as typed (an alias).
-                            cached = Accepted(proven[0], None, None, proven[1])
+                            cached = Accepted(
+                                proven[0], None, None, proven[1], "none", False, proven[2]
+                            )
                             return self._admit(handler, cached, "basic", fresh=False)
                     return self._basic(handler, principal, password)
                 if scheme == "basic":
@@ -426,6 +470,10 @@ class KerberosGuard:
             # secret, or a rule that broke since. Either way not a login: the fresh one
             # that follows fails closed (503) if the rule is what broke.
             return None
+        if self._needs_claims and self.policy.claims_refusal(session.claims):
+            # Groups or indicators of a login made under other settings: a fresh login
+            # decides (and answers 403 if it still falls short).
+            return None
         log.debug("session cookie of %s verified", session.principal)
         return KerberosUser(
             session.principal,
@@ -434,6 +482,10 @@ class KerberosGuard:
             float(session.expires_at),
             username,
             True,
+            "none",
+            False,
+            session.claims,
+            self._sid_of,
         )
 
     def _check_once(self, app: tornado.web.Application, key: str = "kerberos") -> None:
@@ -444,21 +496,20 @@ class KerberosGuard:
             self.check_application(app, key)
             app._tornado_kerb_checked = routes  # type: ignore[attr-defined]
 
-    def admits(self, principal: str) -> Reason | None:
-        """The guard-wide checks (``realms``, ``allowed_principals``) for a principal
-        authenticated some other way (a login cookie of its own): ``None`` when it may in,
-        else the reason it may not (``"foreign-realm"``, ``"forbidden"``). The handler's
+    def admits(self, principal: str, claims: Claims | None = None) -> Reason | None:
+        """The guard-wide checks (``realms``, ``allowed_principals``, and with ``claims``
+        ``allowed_groups`` and ``required_indicators``) for a principal authenticated some
+        other way (a login cookie of its own): ``None`` when it may in, else the reason it
+        may not (``"foreign-realm"``, ``"forbidden"``, ``"not-in-group"``…). Without
+        ``claims`` a guard that checks groups or indicators says no. The handler's
         :meth:`authorize` is still to be asked."""
-        return self._refusal(principal)
+        return self._refusal(principal) or (
+            self.policy.claims_refusal(claims or NONE) if self._needs_claims else None
+        )
 
     def _refusal(self, principal: str) -> Reason | None:
         """The guard-wide checks: why ``principal`` may not log in, or ``None``."""
-        realm = principal.rpartition("@")[2]
-        if self.realms is not None and realm not in self.realms:
-            return "foreign-realm"
-        if self._check_principals and not self._allowed(principal):
-            return "forbidden"
-        return None
+        return self.policy.refusal(principal)
 
     async def run_as_user(
         self,
@@ -545,7 +596,7 @@ class KerberosGuard:
         if self.basic_cache is not None:
             # Only now, for a user let in: a password whose owner got a 403 proves
             # nothing worth keeping. Remembered as whom our keytab accepted.
-            self.basic_cache.put(principal, password, user.principal, accepted.expires_at)
+            self.basic_cache.put(principal, password, user, accepted.expires_at)
         return user
 
     def _admit(
@@ -578,7 +629,13 @@ class KerberosGuard:
             False,  # from_session
             accepted.credential_kind,
             accepted.channel_bound,
+            accepted.claims,
+            self._sid_of,
         )
+        if self._needs_claims:
+            refusal = self.policy.claims_refusal(user.claims)
+            if refusal:
+                raise Forbidden(refusal, principal)
         return self._authorize(handler, user, fresh)
 
     def _authorize(
@@ -639,12 +696,6 @@ class KerberosGuard:
         if self._ws_expiry and isinstance(handler, tornado.websocket.WebSocketHandler):
             close_when_login_ends(handler, user)
         return user
-
-    def _allowed(self, principal: str) -> bool:
-        if principal in self._exact:
-            return True
-        # Case matters in Kerberos names: fnmatchcase, never fnmatch.
-        return any(fnmatch.fnmatchcase(principal, pattern) for pattern in self._patterns)
 
     def _local_name_for(self, handler: Handler, principal: str) -> str:
         hook = getattr(handler, "kerberos_local_name", None)
@@ -917,10 +968,6 @@ def _missing_setting(app: tornado.web.Application, key: str) -> str:
 
 def _is_default(method: Any) -> bool:
     return bool(getattr(method, "_tornado_kerb_default", False))
-
-
-def _is_pattern(principal: str) -> bool:
-    return any(c in principal for c in "*?[")
 
 
 def _forget_on_finish(

@@ -17,6 +17,7 @@ from gssapi.raw.misc import GSSError
 
 from ._gss import keytab_error, translate
 from ._header import decode_base64
+from .claims import Claims, read_claims
 from .delegation import ConstrainedDelegation
 from .errors import AuthenticationFailed, KeytabError
 from .keytab import default_keytab, file_problem, inspect_keytab, keytab_path
@@ -56,6 +57,9 @@ class Accepted(NamedTuple):
     credential_kind: CredentialKind = "none"
     #: The client bound its token to the TLS channel we passed bindings for.
     channel_bound: bool = False
+    #: The accepted initiator name, to read groups and indicators from when asked (see
+    #: :mod:`tornado_kerb.claims`), or claims already read.
+    claims: Claims | gssapi.raw.Name | None = None
 
 
 class Acceptor:
@@ -74,12 +78,13 @@ class Acceptor:
         hostname: str | None = None,
         *,
         s4u2proxy: bool = False,
+        account: str | None = None,
     ):
         self.keytab = keytab or default_keytab()
         #: Constrained delegation (S4U2Proxy): initiating credentials of our own, fetched
         #: in the background; ``None`` when the setting is off.
         self.delegation = (
-            ConstrainedDelegation(self.keytab, service, hostname) if s4u2proxy else None
+            ConstrainedDelegation(self.keytab, service, hostname, account) if s4u2proxy else None
         )
         #: The keytab's file name (``FILE:`` stripped), or ``None`` for non-file keytabs.
         self.path = keytab_path(self.keytab)
@@ -136,6 +141,14 @@ class Acceptor:
         except UnicodeDecodeError:
             # Replacing bad bytes could make two principals look alike: refuse instead.
             raise AuthenticationFailed("bad-name", "principal is not UTF-8") from None
+        claims: Claims | gssapi.raw.Name = result.initiator_name
+        if "\\@" in principal:
+            # An enterprise name (user@upn.suffix) the KDC left as asked (AD does unless
+            # the client asks it to canonicalise): the PAC, signed by the KDC, names the
+            # account. Sessions, caches, allowed_principals and logs see that name.
+            claims = read_claims(result.initiator_name, principal)
+            if claims.account_name:
+                principal = f"{claims.account_name}@{principal.rpartition('@')[2]}"
         delegated = None
         kind: CredentialKind = "none"
         if (
@@ -154,7 +167,7 @@ class Acceptor:
         # 0 is a ticket at its very end: expired now, not "never" (None means indefinite).
         expires = time.time() + result.lifetime if result.lifetime is not None else None
         bound = bindings is not None and bool(int(result.flags) & _CHANNEL_BOUND)
-        return Accepted(principal, result.token, delegated, expires, kind, bound)
+        return Accepted(principal, result.token, delegated, expires, kind, bound, claims)
 
     def _check_still_readable(self) -> None:
         # A keytab removed or made unreadable after start-up fails every accept: say so

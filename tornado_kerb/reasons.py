@@ -51,6 +51,8 @@ Reason = Literal[
     # who may in
     "forbidden",
     "foreign-realm",
+    "not-in-group",
+    "weak-authentication",
     # the KDC and the keytab
     "kdc-unreachable",
     "kdc-busy",
@@ -93,6 +95,8 @@ Outcome = Literal[
     "basic.rejected",
     "authz.forbidden",
     "authz.foreign-realm",
+    "authz.not-in-group",
+    "authz.weak-authentication",
     "kdc.unreachable",
     "kdc.busy",
     "kdc.timeout",
@@ -112,6 +116,7 @@ _BASIC = {
     "malformed", "insecure-transport", "bad-password", "unknown-user", "revoked",
     "password-expired", "clock-skew", "foreign-realm", "kdc-not-trusted",
 }  # fmt: skip
+_AUTHZ = {"foreign-realm", "not-in-group", "weak-authentication"}
 _KDC = {"kdc-unreachable": "kdc.unreachable", "kdc-busy": "kdc.busy",
         "kdc-timeout": "kdc.timeout", "closed": "kdc.closed"}  # fmt: skip
 
@@ -121,7 +126,7 @@ def outcome_for(where: str, reason: str) -> Outcome:
     (``negotiate``, ``basic``, or empty for none), or ``authz``/``kdc``/``keytab``."""
     code: str
     if where == "authz":
-        code = f"authz.{reason}" if reason == "foreign-realm" else "authz.forbidden"
+        code = f"authz.{reason}" if reason in _AUTHZ else "authz.forbidden"
     elif reason in _KDC:
         code = _KDC[reason]
     elif where == "keytab" or reason == "unusable":

@@ -18,12 +18,14 @@ import re
 import secrets
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Collection, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import tornado.httputil
 import tornado.web
 
+from .claims import NONE, Claims, decode_groups, encode_groups
 from .errors import ConfigurationError
 from .user import KerberosUser, Mechanism
 
@@ -41,7 +43,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_VERSION = "1"
+_VERSION = "2"
+_VERSIONS = frozenset({"1", "2"})  # 1: no claims (tornado_kerb 0.3); still read
 _MECHANISMS: dict[str, str] = {"negotiate": "n", "basic": "b"}
 _BY_LETTER: dict[str, Mechanism] = {"n": "negotiate", "b": "basic"}
 # RFC 6265's cookie-name token (no separators, controls or spaces).
@@ -133,26 +136,63 @@ class Session(NamedTuple):
     principal: str
     mechanism: Mechanism
     expires_at: int
+    #: The login's groups and authentication indicators (none in a version 1 cookie).
+    claims: Claims = NONE
 
 
-def encode_session(principal: str, mechanism: str, expires_at: float) -> str:
-    """The cookie payload: version, mechanism, expiry, then the principal (last: it may
-    hold any character)."""
-    return f"{_VERSION}|{_MECHANISMS[mechanism]}|{int(expires_at)}|{principal}"
+def encode_session(
+    principal: str,
+    mechanism: str,
+    expires_at: float,
+    claims: Claims = NONE,
+    keep: Collection[str] = (),
+) -> str:
+    """The cookie payload: version, mechanism, expiry, indicators, groups, then the
+    principal (last: it may hold any character). Groups are written compactly (see
+    :func:`~tornado_kerb.claims.encode_groups`: a user in 300 groups of one domain adds
+    about 900 characters); past the budget only those in ``keep`` are."""
+    indicators = ",".join(urllib.parse.quote(i, safe="") for i in claims.indicators)
+    groups = encode_groups(claims.groups, keep) if claims.groups else ""
+    if groups.startswith("!"):
+        log.warning(
+            "%s is in %d groups, too many for a session cookie: it keeps the %d the "
+            "settings name (in_group() of others reads False on session requests)",
+            principal,
+            len(claims.groups),
+            groups.count(".") + groups.count(":"),
+        )
+    letter = _MECHANISMS[mechanism]
+    return f"{_VERSION}|{letter}|{int(expires_at)}|{indicators}|{groups}|{principal}"
 
 
 def decode_session(value: bytes, now: float) -> Session | None:
     """The session in a (signature-checked) payload, or ``None`` when it is malformed or
     has expired: the server checks the expiry itself, whatever the cookie's Max-Age."""
     try:
-        version, letter, expires, principal = value.decode("utf-8").split("|", 3)
+        version, letter, expires, rest = value.decode("utf-8").split("|", 3)
         expires_at = int(expires)
     except (UnicodeDecodeError, ValueError):
         return None
     mechanism = _BY_LETTER.get(letter)
-    if version != _VERSION or mechanism is None or not principal or expires_at <= now:
+    if version not in _VERSIONS or mechanism is None or expires_at <= now:
         return None
-    return Session(principal, mechanism, expires_at)
+    claims = NONE
+    if version == "1":
+        principal = rest
+    else:
+        try:
+            indicators, groups, principal = rest.split("|", 2)
+        except ValueError:
+            return None
+        if indicators or groups:
+            decoded = decode_groups(groups)
+            if decoded is None:
+                return None
+            found = tuple(urllib.parse.unquote(i) for i in indicators.split(",") if i)
+            claims = Claims(decoded[0], found, complete=decoded[1])
+    if not principal:
+        return None
+    return Session(principal, mechanism, expires_at, claims)
 
 
 class BasicCache:
@@ -168,16 +208,19 @@ class BasicCache:
         self._opts = opts
         self._key = secrets.token_bytes(32)
         self._lock = threading.Lock()
-        self._entries: collections.OrderedDict[bytes, tuple[str, float]] = collections.OrderedDict()
+        self._entries: collections.OrderedDict[bytes, tuple[str, float, Claims]] = (
+            collections.OrderedDict()
+        )
 
     def _hash(self, principal: str, password: str) -> bytes:
         data = principal.encode("utf-8") + b"\0" + password.encode("utf-8")
         return hmac.new(self._key, data, hashlib.sha256).digest()
 
-    def get(self, principal: str, password: str) -> tuple[str, float] | None:
+    def get(self, principal: str, password: str) -> tuple[str, float, Claims] | None:
         """Whom this password proved ``principal`` to be (the principal our keytab
-        accepted, which an alias or canonicalisation may have changed) and until when;
-        ``None`` when it is not known to be good."""
+        accepted, which an alias or canonicalisation may have changed), until when, and
+        the claims (groups, indicators) of that login; ``None`` when it is not known to
+        be good."""
         key = self._hash(principal, password)
         now = time.time()
         with self._lock:
@@ -190,15 +233,18 @@ class BasicCache:
             self._entries.move_to_end(key)
             return entry
 
-    def put(self, principal: str, password: str, proven: str, ticket_end: float | None) -> None:
-        """Remember that ``password`` for ``principal`` (as typed) proved ``proven``, until
-        ``ttl`` or the end of the ticket, if sooner. Call it only for a user let in."""
+    def put(
+        self, principal: str, password: str, proven: KerberosUser, ticket_end: float | None
+    ) -> None:
+        """Remember that ``password`` for ``principal`` (as typed) proved the user
+        ``proven`` (whom our keytab accepted, with the ticket's claims), until ``ttl`` or
+        the end of the ticket, if sooner. Call it only for a user let in."""
         until = time.time() + self._opts.ttl
         if ticket_end is not None:
             until = min(until, ticket_end)
         key = self._hash(principal, password)
         with self._lock:
-            self._entries[key] = (proven, until)
+            self._entries[key] = (proven.principal, until, proven.claims)
             self._entries.move_to_end(key)
             while len(self._entries) > self._opts.entries:
                 self._entries.popitem(last=False)
@@ -226,8 +272,16 @@ class SessionCookies:
     handler class they were verified for), so a repeat request costs a dict lookup.
     """
 
-    def __init__(self, opts: SessionOptions, mechanisms: Collection[Mechanism]) -> None:
+    def __init__(
+        self,
+        opts: SessionOptions,
+        mechanisms: Collection[Mechanism],
+        keep: Callable[[], Collection[str]] = frozenset,
+    ) -> None:
         self.opts = opts
+        # The group SIDs the guard's settings name: all a cookie keeps of a user in
+        # too many groups to fit.
+        self._keep = keep
         self._mechanisms = frozenset(mechanisms)
         self._verified: dict[str, _Verified] = {}
         self._by_header: dict[str, _Verified] = {}
@@ -307,7 +361,7 @@ class SessionCookies:
         require_secret(handler.application.settings)
         handler.set_signed_cookie(
             opts.name,
-            encode_session(user.principal, user.mechanism, expires),
+            encode_session(user.principal, user.mechanism, expires, user.claims, self._keep()),
             expires_days=None,
             version=2,
             path=opts.path,

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from .errors import ConfigurationError
+from .pac import is_sid
 from .session import BasicCacheOptions, SessionOptions, options
 
 __all__ = ["KerberosSettings"]
@@ -55,6 +56,14 @@ class KerberosSettings:
     * ``websocket_expiry`` (``True``): close a WebSocket when its login ends.
     * ``cross_site`` (``"refuse"``), ``trusted_origins``: unsafe requests (POST, PUT…)
       that a browser says come from another site get 403 before any challenge.
+    * ``allowed_groups``, ``group_names``: Active Directory groups (from the ticket's PAC)
+      whose members may in, and more names for ``KerberosUser.in_group``; names are
+      resolved over LDAP (``ldap_url``) with the service's own credentials
+      (``service_account``), every ``group_refresh`` seconds.
+    * ``required_indicators``: a ticket must carry one of these authentication
+      indicators (FreeIPA's ``otp``, ``pkinit``…), else 403 ``weak-authentication``.
+    * ``netbios_domain``, ``upn_suffixes``: the Basic user-name forms ``DOMAIN\\user``
+      and ``user@suffix`` (an AD enterprise name).
     """
 
     #: Path of the service keytab; ``None`` means the system default keytab.
@@ -108,6 +117,33 @@ class KerberosSettings:
     cross_site: CrossSite = "refuse"
     #: Origins (``"https://app.example.com"``) whose pages may send unsafe requests here.
     trusted_origins: tuple[str, ...] = ()
+    #: Groups whose members may log in: SIDs (``"S-1-5-21-…-1104"``) or names
+    #: (``"EXAMPLE\\web-users"``, ``"web-users@example.com"``, ``"web-users"``) resolved over
+    #: LDAP at start-up. Group membership comes from the ticket's PAC (Active Directory,
+    #: Samba); others get 403 ``not-in-group``. ``None``: no group check.
+    allowed_groups: tuple[str, ...] | None = None
+    #: More group names for :meth:`KerberosUser.in_group`, resolved with ``allowed_groups``.
+    group_names: tuple[str, ...] = ()
+    #: LDAP URL of a domain controller, for group names and the NetBIOS domain name
+    #: (``"ldap://dc1.example.com"``: the Kerberos bind signs and seals, no ``ldaps``);
+    #: ``None``: ``ldap://<the realm in lower case>``, the domain's name, which AD's DNS
+    #: resolves to its domain controllers.
+    ldap_url: str | None = None
+    #: Seconds between refreshes of the group names' SIDs (a group renamed or recreated).
+    group_refresh: int = 900
+    #: The service account's own principal (``svc@EXAMPLE.COM``, ``WEB$@EXAMPLE.COM``) in
+    #: the keytab, for our own TGT (LDAP lookups, constrained delegation): AD gives no TGT
+    #: to an SPN. ``None``: the keytab's one-component principal, else the SPN.
+    service_account: str | None = None
+    #: A ticket must carry one of these authentication indicators (``"otp"``,
+    #: ``"pkinit"``…), else 403 ``weak-authentication``. ``None``: any ticket.
+    required_indicators: tuple[str, ...] | None = None
+    #: The NetBIOS domain name Basic accepts in ``DOMAIN\\user``; ``None``: learned from
+    #: the directory when ``ldap_url`` or group names use one, else that form is refused.
+    netbios_domain: str | None = None
+    #: UPN suffixes Basic accepts in ``user@suffix`` (an enterprise name the KDC maps to
+    #: the account); the realm itself is always accepted.
+    upn_suffixes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         # Frozen: normalised values go in with object.__setattr__, once, here.
@@ -151,6 +187,15 @@ class KerberosSettings:
                 f"kerberos setting 'kdc_timeout' must be a number of seconds > 0, not {timeout!r}"
             )
         put("kdc_timeout", float(timeout))
+        put("allowed_groups", _groups("allowed_groups", self.allowed_groups))
+        put("group_names", _groups("group_names", self.group_names, empty=True) or ())
+        put("required_indicators", _words("required_indicators", self.required_indicators))
+        put("ldap_url", _ldap_url(self.ldap_url))
+        _count("group_refresh", self.group_refresh, minimum=10)
+        put("service_account", _principal("service_account", self.service_account))
+        put("netbios_domain", _name("netbios_domain", self.netbios_domain, optional=True))
+        suffixes = _words("upn_suffixes", self.upn_suffixes or None) or ()
+        put("upn_suffixes", tuple(suffix.lower() for suffix in suffixes))
 
     @classmethod
     def from_mapping(cls, raw: KerberosSettings | Mapping[str, Any] | None) -> KerberosSettings:
@@ -244,6 +289,59 @@ def _patterns(key: str, value: object) -> tuple[str, ...] | None:
         if bad:
             raise ConfigurationError(f"kerberos setting {key!r}: {pattern!r} holds {bad!r}")
     return patterns
+
+
+# DOMAIN\\name, name@domain, name: no controls, no quotes; SIDs are checked on their own.
+_GROUP = re.compile(r"[^\x00-\x1f\x7f\"]{1,256}")
+_PRINCIPAL = re.compile(r"[^\x00-\x20\x7f\"/@]+@[^\x00-\x20\x7f\"@/]+")
+_WORD = re.compile(r"[A-Za-z0-9._-]{1,256}")
+
+
+def _groups(key: str, value: object, *, empty: bool = False) -> tuple[str, ...] | None:
+    if value is None or (empty and value in ((), [])):
+        return None
+    groups = _strings(key, value)
+    for group in groups:
+        if group.upper().startswith("S-1-"):
+            if not is_sid(group):
+                raise ConfigurationError(f"kerberos setting {key!r}: {group!r} is not a SID")
+        elif not _GROUP.fullmatch(group) or group.count("\\") > 1 or group.count("@") > 1:
+            raise ConfigurationError(
+                f"kerberos setting {key!r}: {group!r} is neither a SID (S-1-5-21-…) nor a "
+                "group name (DOMAIN\\group, group@domain, group)"
+            )
+    return groups
+
+
+def _words(key: str, value: object) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    words = _strings(key, value)
+    for word in words:
+        if not _WORD.fullmatch(word):
+            raise ConfigurationError(f"kerberos setting {key!r}: bad item {word!r}")
+    return words
+
+
+def _ldap_url(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not re.fullmatch(r"ldap://[A-Za-z0-9.:\[\]-]+/?", value):
+        raise ConfigurationError(
+            f"kerberos setting 'ldap_url' must be ldap://host[:port] (the Kerberos bind "
+            f"signs and seals: no ldaps), not {value!r}"
+        )
+    return value.rstrip("/")
+
+
+def _principal(key: str, value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _PRINCIPAL.fullmatch(value):
+        raise ConfigurationError(
+            f"kerberos setting {key!r} must be a principal such as 'svc@EXAMPLE.COM', not {value!r}"
+        )
+    return value
 
 
 def _origins(value: object) -> tuple[str, ...]:

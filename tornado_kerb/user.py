@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Literal
 
 import gssapi
+import gssapi.raw
+
+from .claims import NONE, Claims, read_claims
+from .errors import ConfigurationError
+from .pac import canonical_sid, is_sid
 
 __all__ = ["KerberosUser"]
 
@@ -31,6 +37,11 @@ class KerberosUser:
     setting, where the KDC allows it). They live as long as the request that brought
     them: once it finishes the guard drops them, and ``delegated_credentials`` reads
     ``None`` even on a user object kept elsewhere.
+
+    ``groups`` (Active Directory: the group SIDs in the ticket's PAC) and ``indicators``
+    (MIT, FreeIPA: how the user got the ticket) come from the KDC-signed ticket; a session
+    user keeps those of the login. :meth:`in_group` takes a SID or a group name the
+    guard resolved at start-up (``allowed_groups``, ``group_names``).
     """
 
     #: Full principal name, ``user@REALM``.
@@ -59,6 +70,14 @@ class KerberosUser:
     #: The Negotiate token was bound to this TLS connection (channel bindings, RFC 5929):
     #: it cannot have been replayed through another TLS channel.
     channel_bound: bool = False
+    # The claims, or the accepted GSS name to read them from on first use (a fresh login
+    # that nothing asked about pays nothing); and the guard's group-name lookup.
+    _claims: Claims | gssapi.raw.Name | None = dataclasses.field(
+        default=None, repr=False, compare=False
+    )
+    _sid_of: Callable[[str], str | None] | None = dataclasses.field(
+        default=None, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         if not self.username:
@@ -70,6 +89,44 @@ class KerberosUser:
     def realm(self) -> str:
         """The principal's realm (empty when the name carries none)."""
         return self.principal.rpartition("@")[2] if "@" in self.principal else ""
+
+    @property
+    def claims(self) -> Claims:
+        """Groups and authentication indicators, as the KDC signed them."""
+        claims = self._claims
+        if isinstance(claims, Claims):
+            return claims
+        claims = NONE if claims is None else read_claims(claims, self.principal)
+        object.__setattr__(self, "_claims", claims)
+        return claims
+
+    @property
+    def groups(self) -> frozenset[str]:
+        """The user's group SIDs (``S-1-5-21-…-1104``) from the ticket's PAC: primary
+        group, domain groups, extra SIDs and resource groups. Empty without a PAC (MIT
+        realms)."""
+        return self.claims.groups
+
+    @property
+    def indicators(self) -> tuple[str, ...]:
+        """The ticket's authentication indicators (``otp``, ``pkinit``…), set by MIT and
+        FreeIPA KDCs for how the user got it."""
+        return self.claims.indicators
+
+    def in_group(self, group: str) -> bool:
+        """Whether the user is in ``group``: a SID, or a name (``DOMAIN\\web``,
+        ``web@example.com``, ``web``) the guard resolved at start-up from
+        ``allowed_groups`` or ``group_names``; any other name raises
+        :class:`~tornado_kerb.ConfigurationError` rather than answer ``False``."""
+        sid = canonical_sid(group) if is_sid(group) else None
+        if sid is None:
+            sid = self._sid_of(group) if self._sid_of is not None else None
+            if sid is None:
+                raise ConfigurationError(
+                    f"group {group!r} was not resolved at start-up: list it in the kerberos "
+                    "setting 'group_names' (or 'allowed_groups'), or pass its SID"
+                )
+        return sid in self.claims.groups
 
     def _forget_credentials(self) -> None:
         # The user object may outlive its request (an app keeps it somewhere): the
