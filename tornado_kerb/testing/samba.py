@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import json
 import os
 import re
 import secrets
@@ -45,7 +44,7 @@ import tempfile
 import time
 import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from tornado_kerb.testing import RealmUser, realm_environment
 
@@ -53,9 +52,7 @@ if TYPE_CHECKING:
     import gssapi
 
 __all__ = [
-    "PacInfo",
     "SambaRealm",
-    "decode_pac",
     "samba_available",
     "samba_realm_session",
     "start_samba_realm",
@@ -67,7 +64,6 @@ _PROGRAMS = ("samba", "samba-tool", "ldbsearch", "ldbadd", "ldbmodify", "kinit")
 # --no-install-recommends provisions nothing ("Please install samba-ad-provision package").
 _SCHEMA_DIR = "/usr/share/samba/setup/ad-schema"
 # The system interpreter, where python3-samba lives (a venv does not see it).
-_SYSTEM_PYTHON = "/usr/bin/python3"
 
 # Loopback addresses tried in order when none is given. 127.0.0.1 is left to the machine's
 # own servers; so are a few low ones, for DCs started by hand.
@@ -116,8 +112,6 @@ def samba_available() -> str | None:
     missing = [name for name in _PROGRAMS if _program(name) is None]
     if not os.path.isdir(_SCHEMA_DIR):
         missing.append(f"{_SCHEMA_DIR} (samba-ad-provision)")
-    if not os.access(_SYSTEM_PYTHON, os.X_OK):
-        missing.append(_SYSTEM_PYTHON)
     if missing:
         return f"missing {', '.join(missing)}; on Debian: apt-get install {_PACKAGES}"
     if os.geteuid() != 0:
@@ -145,86 +139,6 @@ def samba_realm_session(**kwargs: Any) -> Iterator[SambaRealm]:
     """
     with start_samba_realm(**kwargs) as realm, realm_environment(realm.env):
         yield realm
-
-
-class PacInfo(NamedTuple):
-    """What a PAC says about its user, read by Samba's own NDR decoder (:func:`decode_pac`)."""
-
-    #: ``sAMAccountName`` (logon-info).
-    account_name: str
-    #: The NetBIOS domain name (logon-info's ``logon_domain``).
-    logon_domain: str
-    #: The domain's SID, ``S-1-5-21-...``.
-    domain_sid: str
-    #: The user's SID (domain SID + RID).
-    user_sid: str
-    #: The primary group's SID (Domain Users for a new user).
-    primary_group_sid: str
-    #: SIDs of the domain groups in logon-info (RIDs under the domain SID), in PAC order.
-    group_sids: tuple[str, ...]
-    #: The extra SIDs (``info3.sids``), e.g. ``S-1-18-1``.
-    extra_sids: tuple[str, ...]
-    #: The user principal name (UPN_DNS_INFO), or ``""``.
-    upn: str
-    #: The DNS domain name (UPN_DNS_INFO), or ``""``.
-    dns_domain: str
-
-
-# Runs in the system python3, where Samba's bindings are: PAC bytes on stdin, JSON out.
-_PAC_SCRIPT = r"""
-import json, sys
-from samba.dcerpc import krb5pac
-from samba.ndr import ndr_unpack
-pac = ndr_unpack(krb5pac.PAC_DATA, sys.stdin.buffer.read())
-out = {"upn": "", "dns_domain": ""}
-for buf in pac.buffers:
-    if buf.type == krb5pac.PAC_TYPE_LOGON_INFO:
-        info3 = buf.info.info.info3
-        base = info3.base
-        dom = str(base.domain_sid)
-        out["account_name"] = base.account_name.string or ""
-        out["logon_domain"] = base.logon_domain.string or ""
-        out["domain_sid"] = dom
-        out["user_sid"] = "%s-%d" % (dom, base.rid)
-        out["primary_group_sid"] = "%s-%d" % (dom, base.primary_gid)
-        out["group_sids"] = ["%s-%d" % (dom, g.rid) for g in (base.groups.rids or [])]
-        out["extra_sids"] = [str(s.sid) for s in (info3.sids or [])]
-    elif buf.type == krb5pac.PAC_TYPE_UPN_DNS_INFO:
-        out["upn"] = buf.info.upn_name or ""
-        out["dns_domain"] = buf.info.dns_domain_name or ""
-if "user_sid" not in out:
-    sys.exit("no logon-info buffer in this PAC")
-json.dump(out, sys.stdout)
-"""
-
-
-def decode_pac(pac: bytes) -> PacInfo:
-    """Decode a whole PAC (the ``urn:mspac:`` name attribute of an accepted AD ticket) with
-    Samba's own decoder, in the system ``python3`` (``python3-samba``): an oracle for tests
-    of a PAC parser, not something to serve with. Raises :class:`RuntimeError` when it
-    cannot."""
-    result = subprocess.run(  # noqa: S603 - a fixed argument list, no shell
-        [_SYSTEM_PYTHON, "-I", "-c", _PAC_SCRIPT],
-        input=pac,
-        capture_output=True,
-        check=False,
-        env={"PATH": os.environ.get("PATH", os.defpath), "LC_ALL": "C"},
-    )
-    if result.returncode != 0:
-        detail = result.stderr.decode(errors="replace").strip()[-_LOG_TAIL:]
-        raise RuntimeError(f"Samba's PAC decoder failed: {detail}")
-    data = json.loads(result.stdout)
-    return PacInfo(
-        account_name=data["account_name"],
-        logon_domain=data["logon_domain"],
-        domain_sid=data["domain_sid"],
-        user_sid=data["user_sid"],
-        primary_group_sid=data["primary_group_sid"],
-        group_sids=tuple(data["group_sids"]),
-        extra_sids=tuple(data["extra_sids"]),
-        upn=data["upn"],
-        dns_domain=data["dns_domain"],
-    )
 
 
 def _strong_password() -> str:
