@@ -189,6 +189,15 @@ def test_basic_name_forms_end_as_the_canonical_principal(
     assert response.json()["principal"] == f"alice@{ad.samba.realm}"
 
 
+def test_a_case_variant_ends_as_the_account_even_without_the_ad_settings(
+    serve: ServeFn, ad: Domain, tls: TLS
+) -> None:
+    server = start(serve, ad, ldap_url=None, allowed_principals=[ad.alice.principal])
+    response = get(server, tls, Authorization=basic_header("ALICE", ad.alice.password))
+    assert response.status_code == 200, response.text
+    assert response.json()["principal"] == ad.alice.principal
+
+
 def test_a_upn_suffix_is_an_enterprise_name_the_kdc_maps(
     serve: ServeFn, ad: Domain, tls: TLS
 ) -> None:

@@ -17,7 +17,7 @@ from .settings import KerberosSettings
 from .user import KerberosUser
 from .web import KerberosAuthMixin, authenticated, optional_login, public
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 __all__ = [
     "AuthenticationFailed",

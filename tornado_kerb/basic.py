@@ -19,6 +19,7 @@ import krb5
 
 from ._gss import translated
 from ._header import decode_base64
+from .claims import NONE, Claims, read_claims
 from .errors import AuthenticationFailed
 from .negotiate import Accepted, Acceptor
 
@@ -145,4 +146,13 @@ def prove_password(principal: str, password: str, acceptor: Acceptor) -> Accepte
     except AuthenticationFailed as err:
         raise AuthenticationFailed("kdc-not-trusted", err.detail) from None
     expires = time.time() + lifetime if lifetime is not None else accepted.expires_at
-    return Accepted(accepted.principal, None, creds, expires, "password", False, accepted.claims)
+    principal, found = accepted.principal, accepted.claims
+    claims = found if isinstance(found, Claims) or found is None else read_claims(found, principal)
+    claims = claims or NONE
+    as_typed, _, realm = principal.rpartition("@")
+    account = claims.account_name
+    if account and account != as_typed and account.casefold() == as_typed.casefold():
+        # AD matches names without case and leaves the ticket's as typed ("ALICE"): its
+        # PAC, which the KDC signed, spells the account. Off the IOLoop, so it is free.
+        principal = f"{account}@{realm}"
+    return Accepted(principal, None, creds, expires, "password", False, claims)
