@@ -157,6 +157,20 @@ def test_a_session_keeps_the_groups_of_its_login(serve: ServeFn, ad: Domain, tls
     assert get(other, tls, Cookie=cookie).status_code == 401
 
 
+def test_a_remembered_session_is_checked_against_the_groups_as_they_are_now(
+    serve: ServeFn, ad: Domain, tls: TLS
+) -> None:
+    server = start(serve, ad, allowed_groups=["ADTEST\\web-users"], session=True)
+    login = get(server, tls, Authorization=ad.negotiate(ad.alice))
+    assert login.status_code == 200
+    cookie = login.headers["Set-Cookie"].split(";", 1)[0]
+    assert get(server, tls, Cookie=cookie).status_code == 200  # verified and remembered
+    # What the background refresh does when the group was deleted and made anew.
+    guard = KerberosGuard.for_application(server.app)
+    guard.policy.set_names({"ADTEST\\web-users": ad.team})
+    assert get(server, tls, Cookie=cookie).status_code == 401
+
+
 def test_a_member_removed_gets_403_at_the_next_fresh_login(
     serve: ServeFn, ad: Domain, tls: TLS
 ) -> None:
@@ -194,6 +208,19 @@ def test_a_case_variant_ends_as_the_account_even_without_the_ad_settings(
 ) -> None:
     server = start(serve, ad, ldap_url=None, allowed_principals=[ad.alice.principal])
     response = get(server, tls, Authorization=basic_header("ALICE", ad.alice.password))
+    assert response.status_code == 200, response.text
+    assert response.json()["principal"] == ad.alice.principal
+
+
+@pytest.mark.parametrize("asked", ["ALICE", "aLiCe"])
+def test_with_ad_settings_a_ticket_asked_in_another_case_is_the_account(
+    serve: ServeFn, ad: Domain, tls: TLS, asked: str
+) -> None:
+    # AD leaves the client name as asked: a deny rule for alice@ must not miss ALICE@.
+    ccache = ad.samba.kinit(asked, ad.alice.password)
+    variant = RealmUser(f"{asked}@{ad.samba.realm}", ad.alice.password, ccache)
+    server = start(serve, ad, allowed_principals=[ad.alice.principal])
+    response = get(server, tls, Authorization=ad.negotiate(variant))
     assert response.status_code == 200, response.text
     assert response.json()["principal"] == ad.alice.principal
 
@@ -259,7 +286,7 @@ def test_run_as_user_reaches_a_service_as_the_ad_user(
     guard = KerberosGuard(ad.settings(s4u2proxy=True, session=True))
     try:
         # Our TGT is the account's (httpsvc@REALM, in the keytab): AD gives none to an SPN.
-        assert guard.delegation_ready(30), guard.delegation_problem()
+        assert guard.delegation_ready(30), guard.delegation_problem
         server = serve(
             [("/", Backend, {"keytab": backend})], guard, https=True, cookie_secret="c" * 32
         )
@@ -357,3 +384,127 @@ def test_our_pac_decoder_reads_the_dc_s_pacs_as_samba_does(ad: Domain) -> None:
         assert info.account_name == user.principal.partition("@")[0]  # type: ignore[attr-defined]
         assert info.logon_domain == ad.samba.domain  # type: ignore[attr-defined]
     assert ad.web not in info.groups  # type: ignore[attr-defined]  # bob: in neither
+
+
+def test_another_account_s_name_in_a_merged_keytab_is_not_taken_for_ours(
+    ad: Domain, tmp_path: Any
+) -> None:
+    from tornado_kerb import doctor
+    from tornado_kerb.keytab import find_client_principal
+
+    samba = ad.samba
+    samba.add_service("othersvc", ["HTTP/third"])
+    merged = str(tmp_path / "merged.keytab")
+    samba.export_keytab(merged, "HTTP/localhost")  # ours (httpsvc's keys)
+    samba.export_keytab(merged, "othersvc")  # another account's name and keys
+    spn = f"HTTP/localhost@{samba.realm}"
+    with pytest.raises(ConfigurationError, match="not its account"):
+        find_client_principal(merged, samba.realm, spn)
+    assert find_client_principal(samba.keytab, samba.realm, spn) == (
+        f"{samba.service_account}@{samba.realm}"
+    )
+    account = {c.name: c for c in doctor.run(merged, hostname="localhost")}["account"]
+    assert account.status == "WARN" and "othersvc" in account.detail
+    # Delegation does not switch to the other account's credentials: it stays off.
+    guard = KerberosGuard(
+        {"keytab": merged, "hostname": "localhost", "realm": samba.realm, "s4u2proxy": True}
+    )
+    try:
+        assert not guard.delegation_ready(30)
+        assert "not its account" in guard.delegation_problem
+    finally:
+        guard.close()
+
+
+class _Relay:
+    """A TCP relay on 127.0.0.1 to the DC's LDAP port, refusing connections until
+    :meth:`open` (a domain controller down, then back). Its threads run in this process,
+    the server's: a lookup that held the GIL while it waited for the DC (python-ldap's SASL
+    bind does) would starve them, and time out."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        import socket
+        import threading
+
+        self.target = target
+        self.port = _free_port()
+        self._open = threading.Event()
+        self._socket = socket
+        self._threading = threading
+        self._server: Any = None
+
+    def open(self) -> None:
+        sock = self._socket.create_server(("127.0.0.1", self.port))
+        self._server = sock
+        self._threading.Thread(target=self._serve, args=(sock,), daemon=True).start()
+
+    def _serve(self, server: Any) -> None:
+        while True:
+            try:
+                client, _ = server.accept()
+            except OSError:
+                return
+            upstream = self._socket.create_connection(self.target)
+            for a, b in ((client, upstream), (upstream, client)):
+                self._threading.Thread(target=_pump, args=(a, b), daemon=True).start()
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+
+def _pump(src: Any, dst: Any) -> None:
+    try:
+        while data := src.recv(65536):
+            dst.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for sock in (src, dst):
+            try:
+                sock.shutdown(2)
+            except OSError:
+                pass
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_a_directory_down_at_the_first_request_is_tried_again(
+    serve: ServeFn, ad: Domain, tls: TLS
+) -> None:
+    import subprocess
+    import time
+
+    samba = ad.samba
+    relay = _Relay((samba.host_ip, 389))
+    # The relay's address names the DC's LDAP service for Kerberos: give the DC that name.
+    subprocess.run(
+        ["samba-tool", "spn", "add", "ldap/127.0.0.1", "DC1$", "-s", samba._smb_conf],
+        check=False,
+        capture_output=True,
+    )
+    try:
+        server = start(
+            serve,
+            ad,
+            ldap_url=f"ldap://127.0.0.1:{relay.port}",
+            allowed_groups=["ADTEST\\web-users"],
+            retry_after=1,
+            kdc_timeout=5,
+        )
+        auth = {"Authorization": ad.negotiate(ad.alice)}
+        assert get(server, tls, **auth).status_code == 500  # nothing listens: fail closed
+        relay.open()
+        deadline = time.monotonic() + 15
+        status = 500
+        while status == 500 and time.monotonic() < deadline:
+            status = get(server, tls, Authorization=ad.negotiate(ad.alice)).status_code
+        assert status == 200, "the guard was not built again once the directory was back"
+    finally:
+        relay.close()

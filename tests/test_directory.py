@@ -359,6 +359,30 @@ def test_start_up_fails_for_an_unknown_group(directory: Directory, group: tuple[
         GroupSids(directory, [group[0], f"nosuch{TAG}"], start=False)
 
 
+def test_a_distribution_group_is_refused_it_is_never_in_a_ticket(
+    samba: SambaRealm, directory: Directory
+) -> None:
+    samba.add_group(f"dist{TAG}", security=False)
+    with pytest.raises(ConfigurationError, match="distribution group"):
+        directory.resolve([f"dist{TAG}"])
+
+
+def test_names_are_matched_by_the_directory_not_by_python_s_case_folding(
+    samba: SambaRealm, directory: Directory
+) -> None:
+    # casefold() makes "Straße" "strasse" and the ligature "ﬁn" "fin": other groups here.
+    sharp, plain = samba.add_group(f"Straße{TAG}"), samba.add_group(f"strasse{TAG}")
+    liga, fin = samba.add_group(f"ﬁn{TAG}"), samba.add_group(f"fin{TAG}")
+    assert len({sharp, plain, liga, fin}) == 4
+    found = directory.resolve([f"Straße{TAG}", f"strasse{TAG}", f"ﬁn{TAG}", f"FIN{TAG}"])
+    assert found == {
+        f"Straße{TAG}": sharp,
+        f"strasse{TAG}": plain,
+        f"ﬁn{TAG}": liga,
+        f"FIN{TAG}": fin,
+    }
+
+
 def test_refresh_follows_a_recreated_group_and_keeps_a_vanished_ones_sid(
     samba: SambaRealm, directory: Directory, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -144,6 +144,8 @@ def prove_password(principal: str, password: str, acceptor: Acceptor) -> Accepte
     try:
         accepted = acceptor.accept(token)
     except AuthenticationFailed as err:
+        if err.reason == "bad-name":
+            raise
         raise AuthenticationFailed("kdc-not-trusted", err.detail) from None
     expires = time.time() + lifetime if lifetime is not None else accepted.expires_at
     principal, found = accepted.principal, accepted.claims

@@ -134,7 +134,9 @@ class ConstrainedDelegation:
     def _our_principal(self) -> str:
         report = inspect_keytab(self.keytab)
         principal = report.check(self._service, self._hostname)
-        account = self._account or find_client_principal(self.keytab, principal.rpartition("@")[2])
+        account = self._account or find_client_principal(
+            self.keytab, principal.rpartition("@")[2], principal
+        )
         if account is not None:
             # Active Directory gives no TGT to an SPN (HTTP/web is not a client name):
             # the account's own name, with the same keys. Credentials named so accept

@@ -10,7 +10,9 @@ which is where python-ldap's Cyrus SASL GSSAPI plug-in finds its credentials.
 
 Lookups use the SASL security layer (AD and Samba refuse a GSSAPI bind without signing or
 sealing on ``ldap://``; we refuse one without integrity, since the answers decide who gets
-in). Each lookup is one connection: TGT (reused while fresh), connect, bind, search, unbind.
+in). Each lookup is one connection: TGT (reused while fresh), connect, bind, search, unbind,
+in a child process (python-ldap holds the GIL through the SASL bind: a DC that hangs
+there must not stall the server's threads).
 :class:`GroupSids` keeps a set of names current with a daemon thread. Needs python-ldap
 (``pip install "tornado_kerb[ad]"``); SIDs alone need no directory. Nothing here imports
 Tornado. Example::
@@ -26,15 +28,19 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import logging
 import queue
 import re
 import secrets
+import select
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar, cast
 
 import gssapi
 import gssapi.raw
@@ -42,7 +48,7 @@ import krb5
 from gssapi.raw.misc import GSSError
 
 from ._gss import describe, translate
-from .errors import ConfigurationError, KDCUnavailable
+from .errors import ConfigurationError, DirectoryUnavailable, KDCUnavailable
 from .keytab import find_client_principal, inspect_keytab
 from .pac import PacError, canonical_sid, sid_from_bytes, sid_to_bytes
 
@@ -53,7 +59,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _URL = re.compile(r"ldap://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?/?")
-_CHUNK = 50  # names per search filter
+# groupType's GROUP_TYPE_SECURITY_ENABLED (MS-ADTS 2.2.12): only such groups reach the PAC.
+_SECURITY_ENABLED = 0x80000000
 _PLUGIN_PACKAGE = "apt-get install libsasl2-modules-gssapi-mit"
 _USER_OR_COMPUTER = "(objectClass=user)"  # computers are users too; groups are not
 
@@ -99,7 +106,7 @@ class _Name:
         return None
 
 
-class Directory:
+class _Local:
     """An Active Directory (or Samba) domain controller, asked as the service's account.
 
     ``client_principal`` is the account's own name in ``keytab`` (see
@@ -162,7 +169,7 @@ class Directory:
         self._worker.start()
 
     def __repr__(self) -> str:
-        return f"<Directory {self.url} as {self.client_principal}>"
+        return f"<directory {self.url} as {self.client_principal}>"
 
     def __str__(self) -> str:
         return f"directory {self.url} (as {self.client_principal})"
@@ -235,7 +242,7 @@ class Directory:
             return future.result(timeout=self.timeout)
         except FutureTimeout:
             future.cancel()  # if it has not started: the worker skips it
-            raise ConfigurationError(
+            raise DirectoryUnavailable(
                 f"{self}: no answer within {self.timeout:g}s (KDC or domain controller)"
             ) from None
 
@@ -265,6 +272,11 @@ class Directory:
                 conn.set_option(ldap.OPT_X_SASL_NOCANON, 0 if self._canonicalize else 1)
                 # Integrity at least: these answers decide who gets in.
                 conn.set_option(ldap.OPT_X_SASL_SSF_MIN, 1)
+                # python-ldap holds the GIL through a SASL bind (its callbacks are
+                # Python), so a DC that connects and then hangs would stall every thread
+                # of the process. An anonymous read of the root DSE waits without the
+                # GIL: only a DC that answers it gets the bind.
+                conn.search_ext_s("", ldap.SCOPE_BASE, "(objectClass=*)", ["1.1"])
                 conn.sasl_interactive_bind_s("", ldap.sasl.gssapi())
                 log.debug(
                     "directory %s: bound as %s, SASL SSF %s",
@@ -278,6 +290,8 @@ class Directory:
                     conn.unbind_s()
         except ldap.LDAPError as err:
             words = _ldap_words(err)
+            if isinstance(err, (ldap.SERVER_DOWN, ldap.TIMEOUT, ldap.CONNECT_ERROR)):
+                raise DirectoryUnavailable(f"{self}: {words}") from None
             if "no mechanism available" in words:  # Cyrus SASL found no GSSAPI plug-in
                 words += f" (Cyrus SASL has no GSSAPI plug-in: on Debian, {_PLUGIN_PACKAGE})"
             raise ConfigurationError(f"{self}: {words}") from None
@@ -295,8 +309,8 @@ class Directory:
             )
         except GSSError as err:
             if isinstance(translate(err, "ticket"), KDCUnavailable):
-                why = f"no KDC answered: {describe(err)}"
-            elif self.client_principal not in inspect_keytab(self.keytab).principals():
+                raise DirectoryUnavailable(f"{self}: no KDC answered: {describe(err)}") from None
+            if self.client_principal not in inspect_keytab(self.keytab).principals():
                 why = f"keytab {self.keytab} holds no key for {self.client_principal}"
             else:
                 why = f"no TGT from keytab {self.keytab}: {describe(err)}"
@@ -345,23 +359,24 @@ class Directory:
                 answers[name.given] = (None, why)
             else:
                 asked.append(name)
-        accounts = list(dict.fromkeys(n.account.casefold() for n in asked))
-        entries: dict[str, dict[str, list[bytes]]] = {}
-        for start in range(0, len(accounts), _CHUNK):
-            terms = "".join(
-                f"(sAMAccountName={ldap.filter.escape_filter_chars(a)})"
-                for a in accounts[start : start + _CHUNK]
-            )
-            for dn, attrs in conn.search_s(
-                domain.base_dn,
-                ldap.SCOPE_SUBTREE,
-                f"(|{terms})",
-                ["sAMAccountName", "objectSid", "objectClass"],
-            ):
-                if dn is not None:
-                    entries[_text(attrs, "sAMAccountName").casefold()] = attrs
+        # One search per name, as given: the directory's own matching rules decide (AD
+        # ignores case). Folding here would be ours, and Python's casefold() maps
+        # "Straße" to "strasse", another group AD may hold.
         for name in asked:
-            answers[name.given] = _group_sid(entries.get(name.account.casefold()), domain)
+            found = [
+                attrs
+                for dn, attrs in conn.search_s(
+                    domain.base_dn,
+                    ldap.SCOPE_SUBTREE,
+                    f"(sAMAccountName={ldap.filter.escape_filter_chars(name.account)})",
+                    ["sAMAccountName", "objectSid", "objectClass", "groupType"],
+                )
+                if dn is not None
+            ]
+            if len(found) > 1:
+                answers[name.given] = (None, f"{len(found)} directory entries match it")
+            else:
+                answers[name.given] = _group_sid(found[0] if found else None, domain)
         return answers
 
     def _whoami(self, conn: Any) -> str:
@@ -381,6 +396,167 @@ class Directory:
             if dn is not None:
                 return f"{domain.netbios}\\{_text(attrs, 'sAMAccountName')}"
         return sids[0]
+
+
+class Directory:
+    """An Active Directory (or Samba) domain controller, asked as the service's account.
+
+    ``client_principal`` is the account's own name in ``keytab`` (see
+    :func:`~tornado_kerb.keytab.find_client_principal`). ``ldap_url`` is
+    ``ldap://host[:port]``; the host as written names the DC's ``ldap/host`` principal.
+    Without it, ``ldap://<realm's DNS name>`` (the domain's name, which AD's DNS resolves to
+    its DCs) and then, as the DC's name, what reverse DNS says of the address reached.
+    ``base_dn``: where groups are searched (default: the domain's naming context).
+    ``timeout``: seconds one lookup (TGT, connect, bind, searches) may take.
+
+    The lookups run in a child process of their own (``python -m tornado_kerb.directory``,
+    started at the first one, restarted after a failure): python-ldap holds the GIL
+    through a SASL bind, so a DC that connects and then hangs would stall every thread of
+    ours, the IOLoop included, for up to ``timeout``. Every method blocks: call them at
+    start-up or in a worker thread, never on the IOLoop. A directory that cannot be
+    reached raises :class:`~tornado_kerb.DirectoryUnavailable`; other problems (a bind
+    refused, a name unknown) :class:`~tornado_kerb.ConfigurationError`, naming it.
+    """
+
+    def __init__(
+        self,
+        *,
+        keytab: str,
+        client_principal: str,
+        realm: str,
+        ldap_url: str | None = None,
+        base_dn: str | None = None,
+        timeout: float = 5.0,
+    ) -> None:
+        try:
+            import ldap  # noqa: F401  (the child needs it: say so here, at once)
+        except ImportError:
+            raise ConfigurationError(
+                "looking up group names needs python-ldap: pip install 'tornado_kerb[ad]' "
+                "(or give the groups' SIDs)"
+            ) from None
+        if ldap_url is not None and not _URL.fullmatch(ldap_url):
+            raise ConfigurationError(
+                f"directory URL must be ldap://host[:port], not {ldap_url!r} (ldaps:// is "
+                "not needed: the Kerberos bind signs and seals the connection)"
+            )
+        self._args = {
+            "keytab": keytab,
+            "client_principal": client_principal,
+            "realm": realm,
+            "ldap_url": ldap_url,
+            "base_dn": base_dn,
+            "timeout": timeout,
+        }
+        #: The domain controller's URL.
+        self.url = (ldap_url or f"ldap://{realm.lower()}").rstrip("/")
+        self.keytab = keytab
+        self.client_principal = client_principal
+        self.timeout = timeout
+        self._lock = threading.Lock()
+        self._child: subprocess.Popen[bytes] | None = None
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"<Directory {self.url} as {self.client_principal}>"
+
+    def __str__(self) -> str:
+        return f"directory {self.url} (as {self.client_principal})"
+
+    def resolve(self, names: Iterable[str]) -> dict[str, str]:
+        """Each name as given → its group's SID (``S-1-5-21-…``). A SID (``S-1-…``) is
+        checked and passes unchanged; every name that does not resolve is listed, with why,
+        in one :class:`~tornado_kerb.ConfigurationError`."""
+        return dict(self._ask("resolve", list(names)))
+
+    def lookup(self, names: Iterable[str]) -> tuple[dict[str, str], dict[str, str]]:
+        """``(found, missing)``: name → SID, and name → why not; raises only when the
+        directory cannot be asked at all."""
+        found, missing = self._ask("lookup", list(names))
+        return dict(found), dict(missing)
+
+    def netbios_domain(self) -> str:
+        """The domain's NetBIOS name (``EXAMPLE`` of ``EXAMPLE\\\\alice``)."""
+        return str(self._ask("netbios_domain"))
+
+    def dns_domain(self) -> str:
+        """The domain's DNS name (``example.com``)."""
+        return str(self._ask("dns_domain"))
+
+    def whoami(self) -> str:
+        """Whom the domain controller sees us as (``EXAMPLE\\\\websvc``)."""
+        return str(self._ask("whoami"))
+
+    def close(self) -> None:
+        """Stop the child process. Idempotent."""
+        with self._lock:
+            self._closed = True
+            self._stop_child()
+
+    def _ask(self, op: str, *args: Any) -> Any:
+        with self._lock:
+            if self._closed:
+                raise ConfigurationError(f"{self} is closed")
+            child = self._child or self._start_child()
+            stdin, stdout = cast(IO[bytes], child.stdin), cast(IO[bytes], child.stdout)
+            ready: list[Any] = []
+            try:
+                stdin.write(json.dumps([op, *args]).encode() + b"\n")
+                stdin.flush()
+                # Startup (imports) counts too: a cold child may take a second more.
+                ready, _, _ = select.select([stdout], [], [], self.timeout + 2)
+                line = stdout.readline() if ready else b""
+            except OSError:
+                line = b""
+            if not line:
+                self._stop_child()
+                why = f"no answer within {self.timeout:g}s" if not ready else "its worker died"
+                raise DirectoryUnavailable(f"{self}: {why} (KDC or domain controller)")
+            reply = json.loads(line)
+            if reply.get("unavailable"):
+                self._stop_child()  # the next lookup starts afresh (new TGT, new config)
+        if "error" in reply:
+            kind = DirectoryUnavailable if reply["unavailable"] else ConfigurationError
+            raise kind(reply["error"])
+        return reply["result"]
+
+    def _start_child(self) -> subprocess.Popen[bytes]:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "tornado_kerb.directory"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+        stdin = cast(IO[bytes], child.stdin)
+        stdin.write(json.dumps(self._args).encode() + b"\n")
+        stdin.flush()
+        self._child = child
+        return child
+
+    def _stop_child(self) -> None:
+        child, self._child = self._child, None
+        if child is not None:
+            child.kill()
+            child.wait()
+            for pipe in (child.stdin, child.stdout):
+                if pipe is not None:
+                    pipe.close()
+
+
+def _serve() -> None:
+    """The child's loop: the arguments, then one JSON request per line, one reply each."""
+    args = json.loads(sys.stdin.readline())
+    local = _Local(**args)
+    for line in sys.stdin:
+        op, *params = json.loads(line)
+        try:
+            result: Any = getattr(local, op)(*params)
+            reply: dict[str, Any] = {"result": result}
+        except ConfigurationError as err:
+            reply = {"error": str(err), "unavailable": isinstance(err, DirectoryUnavailable)}
+        sys.stdout.write(json.dumps(reply) + "\n")
+        sys.stdout.flush()
+    local.close()
 
 
 class GroupSids:
@@ -476,6 +652,13 @@ def _group_sid(attrs: dict[str, list[bytes]] | None, domain: _Domain) -> tuple[s
         kind = "computer" if "computer" in classes else "user" if "user" in classes else ""
         return None, f"is a {kind or 'directory entry'}, not a group"
     try:
+        group_type = int(attrs.get("groupType", [b"0"])[0])
+    except ValueError:
+        group_type = 0
+    if not group_type & _SECURITY_ENABLED:
+        # A distribution group is never in a ticket's PAC: allowing it would let nobody in.
+        return None, "is a distribution group, never in a ticket (only security groups are)"
+    try:
         return sid_from_bytes(attrs["objectSid"][0]), ""
     except (KeyError, IndexError, PacError):
         return None, "the directory gave no valid objectSid"
@@ -519,3 +702,7 @@ def _destroy(name: str) -> None:
         krb5.cc_destroy(ctx, krb5.cc_resolve(ctx, name.encode()))
     except krb5.Krb5Error:  # never created: nothing to destroy
         pass
+
+
+if __name__ == "__main__":
+    _serve()

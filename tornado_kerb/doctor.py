@@ -739,8 +739,9 @@ def _account(report: KeytabReport, realm: str, domain: str = "", *, tried: bool 
     ``tried``: a ticket was asked for, so an empty ``domain`` means no AD."""
     if report.problem:
         return Check("SKIP", "account", "no keys to look at: the keytab is unusable (see keytab)")
+    spns = [p for p in report.principals() if "/" in p and p.endswith(f"@{realm}")]
     try:
-        account = find_client_principal(report.name, realm)
+        account = find_client_principal(report.name, realm, spns[0] if spns else None)
     except ConfigurationError as err:
         return Check("WARN", "account", str(err), "set service_account to the right one")
     if account is not None:

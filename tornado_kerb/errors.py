@@ -17,6 +17,10 @@ class ConfigurationError(KerberosError, ValueError):
     """The ``kerberos`` application settings are invalid."""
 
 
+class DirectoryUnavailable(ConfigurationError):
+    """The directory (a domain controller, or its KDC) could not be reached: try later."""
+
+
 class KeytabError(KerberosError):
     """The service keytab is missing, unreadable or holds no usable key."""
 

@@ -14,6 +14,7 @@ import difflib
 import functools
 import inspect
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Literal, NoReturn, TypeVar, overload
@@ -38,6 +39,7 @@ from .directory import Directory, GroupSids
 from .errors import (
     AuthenticationFailed,
     ConfigurationError,
+    DirectoryUnavailable,
     Forbidden,
     KDCUnavailable,
     KerberosError,
@@ -209,6 +211,13 @@ class KerberosGuard:
                 raise
         #: Basic's Active Directory user-name forms (DOMAIN\\user, user@suffix).
         self._forms = NameForms(netbios, frozenset(s.upn_suffixes))
+        # With Active Directory settings, users are named as their PAC names the account.
+        self.acceptor.canonical_names = (
+            self._forms.enterprise
+            or s.allowed_groups is not None
+            or bool(s.group_names)
+            or s.ldap_url is not None
+        )
 
     @property
     def executor(self) -> concurrent.futures.ThreadPoolExecutor:
@@ -229,10 +238,15 @@ class KerberosGuard:
         if isinstance(raw, KerberosGuard):
             raw._check_once(app, key)  # on every request: once per application (and change)
             return raw
-        cached: tuple[object, KerberosGuard | ConfigurationError, int] | None = getattr(
+        cached: tuple[object, KerberosGuard | ConfigurationError, int, float] | None = getattr(
             app, "_tornado_kerb_guard", None
         )
-        if cached is None or cached[0] is not raw or cached[2] != _routes.fingerprint(app):
+        if (
+            cached is None
+            or cached[0] is not raw
+            or cached[2] != _routes.fingerprint(app)
+            or cached[3] <= time.monotonic()
+        ):
             try:
                 if raw is None:
                     # A typo (kerbros=...) would otherwise run on defaults: the system
@@ -251,7 +265,12 @@ class KerberosGuard:
                 )
             except ConfigurationError as err:
                 built = err  # every request answers 500 until the application is fixed
-            cached = (raw, built, _routes.fingerprint(app))
+            # A directory that could not be reached is asked again, retry_after seconds
+            # on (not on every request: each try may wait kdc_timeout on the IOLoop).
+            retry = math.inf
+            if isinstance(built, DirectoryUnavailable):
+                retry = KerberosSettings.from_mapping(raw).retry_after
+            cached = (raw, built, _routes.fingerprint(app), time.monotonic() + retry)
             app._tornado_kerb_guard = cached  # type: ignore[attr-defined]
         if isinstance(cached[1], ConfigurationError):
             raise cached[1]
@@ -302,7 +321,9 @@ class KerberosGuard:
     def _directory(self) -> Directory:
         s = self.settings
         realm = self.realm or next(iter(self.realms or ()), "")
-        account = s.service_account or find_client_principal(self.acceptor.keytab, realm)
+        account = s.service_account or find_client_principal(
+            self.acceptor.keytab, realm, self.acceptor.service_principal()
+        )
         if account is None:
             raise ConfigurationError(
                 "group names are looked up as the service account, and the keytab holds no "
@@ -420,7 +441,11 @@ class KerberosGuard:
             # Only without credentials in the request: a fresh login always wins.
             if self.sessions is not None:
                 user = self.sessions.read(handler, self._session_user)
-                if user is not None:
+                # Checked again each time, not only when the cookie was first verified:
+                # the groups allowed move when the directory's names resolve anew.
+                if user is not None and not (
+                    self._needs_claims and self.policy.claims_refusal(user.claims)
+                ):
                     # Realm, principal and local name were settled when the cookie was
                     # verified; the handler's own authorization is asked each time.
                     return self._authorize(handler, user, False)

@@ -139,13 +139,15 @@ def file_problem(path: str) -> str | None:
     return None
 
 
-def find_client_principal(keytab: str, realm: str) -> str | None:
+def find_client_principal(keytab: str, realm: str, spn: str | None = None) -> str | None:
     """The account's own name in ``keytab``: its one-component principal in ``realm``
     (``svc@EXAMPLE.COM``, ``WEB$@EXAMPLE.COM``), beside whatever SPNs (``HTTP/…``) it holds.
+    With ``spn``, only an account whose keys are that SPN's (in AD an account and its
+    SPNs share one set of keys): a merged keytab may hold another account's name.
 
     ``None`` if there is none; :class:`~tornado_kerb.ConfigurationError` if there are
-    several (say which one to use); :class:`~tornado_kerb.KeytabError` if the keytab
-    cannot be read.
+    several, or if the only one is not ``spn``'s account (say which one to use);
+    :class:`~tornado_kerb.KeytabError` if the keytab cannot be read.
     """
     report = inspect_keytab(keytab)
     if report.problem:
@@ -157,9 +159,37 @@ def find_client_principal(keytab: str, realm: str) -> str | None:
             if "/" not in p.partition("@")[0] and p.rpartition("@")[2] == realm
         }
     )
+    if spn is not None and accounts:
+        keys = _current_keys(keytab)
+        theirs = [a for a in accounts if _same_keys(keys.get(a, {}), keys.get(spn, {}))]
+        if not theirs:
+            raise ConfigurationError(
+                f"keytab {keytab} holds {', '.join(accounts)}, whose keys are not those of "
+                f"{spn}: not its account (a merged keytab?); set service_account"
+            )
+        accounts = theirs
     if len(accounts) > 1:
         raise ConfigurationError(
             f"keytab {keytab} holds several account names ({', '.join(accounts)}): "
             "say which one is the service's own"
         )
     return accounts[0] if accounts else None
+
+
+def _current_keys(keytab: str) -> dict[str, dict[int, bytes]]:
+    """Each principal's keys of its newest kvno: enctype → key bytes."""
+    newest: dict[str, tuple[int, dict[int, bytes]]] = {}
+    for entry in krb5.kt_resolve(krb5.init_context(), keytab.encode()):
+        name = entry.principal.name.decode(errors="replace") if entry.principal.name else ""
+        kvno, keys = newest.get(name, (-1, {}))
+        if entry.kvno > kvno:
+            kvno, keys = int(entry.kvno), {}
+        if entry.kvno == kvno:
+            keys[int(entry.key.enctype)] = bytes(entry.key.data)
+        newest[name] = (kvno, keys)
+    return {name: keys for name, (_, keys) in newest.items()}
+
+
+def _same_keys(a: dict[int, bytes], b: dict[int, bytes]) -> bool:
+    common = a.keys() & b.keys()
+    return bool(common) and all(a[enctype] == b[enctype] for enctype in common)

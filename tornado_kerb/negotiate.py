@@ -93,6 +93,10 @@ class Acceptor:
         # "HTTP@" (no host) makes MIT accept HTTP/<any host> from the keytab and nothing
         # else: without a name it would accept a ticket for any key in it (host/, nfs/…).
         self._name = gssapi.Name(f"{service}@{hostname or ''}", gssapi.NameType.hostbased_service)
+        #: Name users by the account their ticket's PAC names (Active Directory), not as
+        #: the ticket spells them: costs a PAC read per login, so the guard turns it on
+        #: only with AD settings. Enterprise names are mapped either way.
+        self.canonical_names = False
         self._lock = threading.Lock()
         self._creds: gssapi.Credentials | None = None
         self._principal = ""
@@ -142,13 +146,17 @@ class Acceptor:
             # Replacing bad bytes could make two principals look alike: refuse instead.
             raise AuthenticationFailed("bad-name", "principal is not UTF-8") from None
         claims: Claims | gssapi.raw.Name = result.initiator_name
-        if "\\@" in principal:
-            # An enterprise name (user@upn.suffix) the KDC left as asked (AD does unless
-            # the client asks it to canonicalise): the PAC, signed by the KDC, names the
-            # account. Sessions, caches, allowed_principals and logs see that name.
+        if self.canonical_names or "\\@" in principal:
+            # AD leaves the client's name in the ticket as the client asked for it: any
+            # case ("ALICE"), stray spaces, an enterprise name (user@upn.suffix). The PAC,
+            # signed by the KDC, names the account: sessions, caches, allowed_principals,
+            # the handler's own checks and the log all see that one name.
             claims = read_claims(result.initiator_name, principal)
             if claims.account_name:
                 principal = f"{claims.account_name}@{principal.rpartition('@')[2]}"
+            elif "\\@" in principal:
+                # No PAC (the account has NO_AUTH_DATA_REQUIRED): nothing says whose UPN.
+                raise AuthenticationFailed("bad-name", "an enterprise name no PAC maps")
         delegated = None
         kind: CredentialKind = "none"
         if (

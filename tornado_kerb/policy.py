@@ -23,9 +23,14 @@ __all__ = ["Policy", "group_key"]
 log = logging.getLogger(__name__)
 
 
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
 def group_key(name: str) -> str:
-    """How a group name is looked up: AD compares names case-insensitively."""
-    return name.casefold()
+    """How ``in_group`` finds a group name resolved at start-up: ASCII letters without
+    case, as people write them (``EXAMPLE\\Web`` for ``example\\web``), anything else as
+    is (``casefold()`` would make "Straße" the name of another group, "strasse")."""
+    return name.translate(_ASCII_LOWER)
 
 
 class Policy:
@@ -83,7 +88,14 @@ class Policy:
                 f"kerberos setting 'allowed_groups'/'group_names': group {missing[0]!r} not "
                 "found in the directory"
             )
-        names = {group_key(n): canonical_sid(resolved[n]) for n in self.names}
+        names: dict[str, str] = {}
+        for name in self.names:
+            sid = canonical_sid(resolved[name])
+            if names.setdefault(group_key(name), sid) != sid:
+                raise ConfigurationError(
+                    f"kerberos setting 'allowed_groups'/'group_names': {name!r} and another "
+                    "name that differs only in case are different groups: write one as a SID"
+                )
         groups = None
         if self._allowed_groups is not None:
             groups = frozenset(

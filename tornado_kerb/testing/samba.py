@@ -417,14 +417,16 @@ class SambaRealm:
         self._run([kinit, *flags, principal], "kinit", f"{password}\n", env=self._client_env())
         return ccache
 
-    def add_group(self, name: str) -> str:
-        """Create the global security group ``name`` (``CN=name,CN=Users``); return its SID."""
+    def add_group(self, name: str, *, security: bool = True) -> str:
+        """Create the global security group ``name`` (``CN=name,CN=Users``), or with
+        ``security=False`` a distribution group (never in a ticket); return its SID."""
         name = self._check_name(name)
         dn = self._dn(name)
+        kind = "" if security else "groupType: 2\n"  # GROUP_TYPE_ACCOUNT_GROUP alone
         self._ldb(
             "ldbadd",
             [],
-            f"dn: {dn}\nobjectClass: group\n{_ldif_value('sAMAccountName', name)}\n",
+            f"dn: {dn}\nobjectClass: group\n{_ldif_value('sAMAccountName', name)}\n{kind}",
         )
         return self.sid_of(name)
 
