@@ -42,15 +42,20 @@ def require_ldap() -> None:
     """At a test module's top: the KDC's LDAP back end (constrained delegation) is a core
     path, so a machine without it fails the run, unless ``TORNADO_KERB_NO_LDAP=1`` asks to
     skip the module."""
-    reason = ldap_available()
+    require(ldap_available(), "TORNADO_KERB_NO_LDAP")
+
+
+def require(reason: str | None, opt_out: str, module: bool = True) -> None:
+    """Fail the run for ``reason`` (something missing, ``None`` when nothing is), unless
+    the environment variable ``opt_out`` is ``1``: then skip (the module, or the test)."""
     if reason is None:
         return
-    if os.environ.get("TORNADO_KERB_NO_LDAP") != "1":
+    if os.environ.get(opt_out) != "1":
         raise RuntimeError(
-            f"{reason} (scripts/install-system-deps.sh installs them; "
-            "TORNADO_KERB_NO_LDAP=1 skips these tests)"
+            f"{reason} (scripts/install-system-deps.sh installs them; {opt_out}=1 skips "
+            "these tests)"
         )
-    pytest.skip(reason, allow_module_level=True)
+    pytest.skip(reason, allow_module_level=module)
 
 
 def suite_conf(proxy: KDCProxy | None) -> dict[str, Any]:
@@ -243,15 +248,7 @@ def require_samba() -> None:
     module."""
     from tornado_kerb.testing.samba import samba_available
 
-    reason = samba_available()
-    if reason is None:
-        return
-    if os.environ.get("TORNADO_KERB_NO_AD") != "1":
-        raise RuntimeError(
-            f"{reason} (scripts/install-system-deps.sh installs them; "
-            "TORNADO_KERB_NO_AD=1 skips these tests)"
-        )
-    pytest.skip(reason, allow_module_level=True)
+    require(samba_available(), "TORNADO_KERB_NO_AD")
 
 
 @pytest.fixture(scope="session")

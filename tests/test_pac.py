@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import pathlib
 import re
 import statistics
@@ -32,6 +31,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+from tests.conftest import require
 from tornado_kerb.pac import (
     MAX_SIDS,
     ClientInfo,
@@ -106,15 +106,7 @@ def samba_missing() -> str | None:
 def samba_oracle() -> None:
     """Samba's NDR in the system Python is the reference for these tests: a machine
     without it fails them, unless ``TORNADO_KERB_NO_AD=1`` asks to skip them."""
-    reason = samba_missing()
-    if reason is None:
-        return
-    if os.environ.get("TORNADO_KERB_NO_AD") != "1":
-        raise RuntimeError(
-            f"{reason} (apt-get install python3-samba installs Samba's Python bindings; "
-            "TORNADO_KERB_NO_AD=1 skips these tests)"
-        )
-    pytest.skip(reason)
+    require(samba_missing(), "TORNADO_KERB_NO_AD", module=False)
 
 
 def oracle(mode: str, batch: list[Any]) -> list[Any]:

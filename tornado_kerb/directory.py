@@ -132,22 +132,8 @@ class _Local:
         base_dn: str | None = None,
         timeout: float = 5.0,
     ) -> None:
-        # Imported here: SIDs alone need no directory, hence no python-ldap.
-        try:
-            import ldap
-            import ldap.filter
-            import ldap.sasl
-        except ImportError:
-            raise ConfigurationError(
-                "looking up group names needs python-ldap: pip install 'tornado_kerb[ad]' "
-                "(or give the groups' SIDs)"
-            ) from None
-        self._ldap: Any = ldap
-        if ldap_url is not None and not _URL.fullmatch(ldap_url):
-            raise ConfigurationError(
-                f"directory URL must be ldap://host[:port], not {ldap_url!r} (ldaps:// is "
-                "not needed: the Kerberos bind signs and seals the connection)"
-            )
+        self._ldap: Any = _python_ldap()
+        _check_url(ldap_url)
         #: The domain controller's URL.
         self.url = (ldap_url or f"ldap://{realm.lower()}").rstrip("/")
         # A host the user wrote is the DC's name; the domain's own name is not (AD
@@ -428,18 +414,8 @@ class Directory:
         base_dn: str | None = None,
         timeout: float = 5.0,
     ) -> None:
-        try:
-            import ldap  # noqa: F401  (the child needs it: say so here, at once)
-        except ImportError:
-            raise ConfigurationError(
-                "looking up group names needs python-ldap: pip install 'tornado_kerb[ad]' "
-                "(or give the groups' SIDs)"
-            ) from None
-        if ldap_url is not None and not _URL.fullmatch(ldap_url):
-            raise ConfigurationError(
-                f"directory URL must be ldap://host[:port], not {ldap_url!r} (ldaps:// is "
-                "not needed: the Kerberos bind signs and seals the connection)"
-            )
+        _python_ldap()  # the child needs it: say so here, at once
+        _check_url(ldap_url)
         self._args = {
             "keytab": keytab,
             "client_principal": client_principal,
@@ -541,6 +517,28 @@ class Directory:
             for pipe in (child.stdin, child.stdout):
                 if pipe is not None:
                     pipe.close()
+
+
+def _python_ldap() -> Any:
+    # Imported here: SIDs alone need no directory, hence no python-ldap.
+    try:
+        import ldap
+        import ldap.filter
+        import ldap.sasl
+    except ImportError:
+        raise ConfigurationError(
+            "looking up group names needs python-ldap: pip install 'tornado_kerb[ad]' "
+            "(or give the groups' SIDs)"
+        ) from None
+    return ldap
+
+
+def _check_url(ldap_url: str | None) -> None:
+    if ldap_url is not None and not _URL.fullmatch(ldap_url):
+        raise ConfigurationError(
+            f"directory URL must be ldap://host[:port], not {ldap_url!r} (ldaps:// is "
+            "not needed: the Kerberos bind signs and seals the connection)"
+        )
 
 
 def _serve() -> None:

@@ -134,6 +134,28 @@ def realm_environment(env: Mapping[str, str]) -> Iterator[None]:
         os.environ.update(saved)
 
 
+def spnego_header(target: str, creds: Any, *, delegate: bool = False) -> str:
+    """``Negotiate <SPNEGO token>`` for ``target`` (``service@host``, or a URL: ``HTTP@``
+    its host) from the initiator credentials ``creds``, asking for mutual authentication
+    (and delegation, with ``delegate``). Each call makes a fresh token."""
+    import gssapi
+
+    if "://" in target:
+        target = f"HTTP@{urllib.parse.urlsplit(target).hostname or 'localhost'}"
+    flags = int(gssapi.RequirementFlag.mutual_authentication)
+    if delegate:
+        flags |= gssapi.RequirementFlag.delegate_to_peer
+    ctx = gssapi.SecurityContext(
+        name=gssapi.Name(target, gssapi.NameType.hostbased_service),
+        usage="initiate",
+        mech=gssapi.Mechanism.from_sasl_name("SPNEGO"),
+        creds=creds,
+        flags=flags,
+    )
+    token: bytes = ctx.step()
+    return "Negotiate " + base64.b64encode(token).decode()
+
+
 class RealmUser(NamedTuple):
     """A user of a :class:`KerberosRealm` with a forwardable ticket in a cache of its own."""
 
@@ -223,22 +245,7 @@ class KerberosRealm:
         token: a server refuses one it has seen (replay). Needs :attr:`env` in
         ``os.environ``, where the Kerberos library looks for the KDC.
         """
-        import gssapi
-
-        if "://" in target:
-            target = f"HTTP@{urllib.parse.urlsplit(target).hostname or 'localhost'}"
-        flags = int(gssapi.RequirementFlag.mutual_authentication)
-        if delegate:
-            flags |= gssapi.RequirementFlag.delegate_to_peer
-        ctx = gssapi.SecurityContext(
-            name=gssapi.Name(target, gssapi.NameType.hostbased_service),
-            usage="initiate",
-            mech=gssapi.Mechanism.from_sasl_name("SPNEGO"),
-            creds=self._credentials(ccache),
-            flags=flags,
-        )
-        token: bytes = ctx.step()
-        return "Negotiate " + base64.b64encode(token).decode()
+        return spnego_header(target, self._credentials(ccache), delegate=delegate)
 
     def requests_auth(self, *, ccache: str | None = None, **kwargs: Any) -> Any:
         """A ``requests_gssapi.HTTPSPNEGOAuth`` logging in as :attr:`user` (or as the owner

@@ -46,7 +46,7 @@ import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from tornado_kerb.testing import RealmUser, realm_environment
+from tornado_kerb.testing import RealmUser, realm_environment, spnego_header
 
 if TYPE_CHECKING:
     import gssapi
@@ -550,22 +550,7 @@ class SambaRealm:
         (``service@host``, or a URL: ``HTTP@`` its host), from :attr:`user`'s ticket or the
         cache ``ccache`` (see :meth:`add_user`). Each call makes a fresh token. Needs
         :attr:`env` in ``os.environ``, where the Kerberos library looks for the KDC."""
-        import gssapi
-
-        if "://" in service:
-            service = f"HTTP@{urllib.parse.urlsplit(service).hostname or 'localhost'}"
-        flags = int(gssapi.RequirementFlag.mutual_authentication)
-        if delegate:
-            flags |= gssapi.RequirementFlag.delegate_to_peer
-        ctx = gssapi.SecurityContext(
-            name=gssapi.Name(service, gssapi.NameType.hostbased_service),
-            usage="initiate",
-            mech=gssapi.Mechanism.from_sasl_name("SPNEGO"),
-            creds=self._credentials(ccache),
-            flags=flags,
-        )
-        token: bytes = ctx.step()
-        return "Negotiate " + base64.b64encode(token).decode()
+        return spnego_header(service, self._credentials(ccache), delegate=delegate)
 
     # -- life cycle ----------------------------------------------------------------------
 
