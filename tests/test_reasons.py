@@ -18,7 +18,7 @@ from tornado_kerb.reasons import OUTCOMES, Reason, outcome_for
 COOKIE_SECRET = "test-only-cookie-secret-" + "r" * 32
 
 
-@pytest.mark.parametrize("where", ["negotiate", "basic", "", "authz", "kdc", "keytab"])
+@pytest.mark.parametrize("where", ["negotiate", "basic", "form", "", "authz", "kdc", "keytab"])
 def test_every_reason_anywhere_has_a_stable_code(where: str) -> None:
     for reason in get_args(Reason):
         assert outcome_for(where, reason) in OUTCOMES, (where, reason)

@@ -12,6 +12,7 @@ from .errors import (
     LocalNameError,
     LoginError,
     NoCredentials,
+    TooManyAttempts,
 )
 from .guard import KerberosGuard
 from .settings import KerberosSettings
@@ -36,6 +37,7 @@ __all__ = [
     "LocalNameError",
     "LoginError",
     "NoCredentials",
+    "TooManyAttempts",
     "authenticated",
     "optional_login",
     "public",

@@ -20,7 +20,7 @@ __all__ = ["Form", "write_default_answer"]
 #: The form of an answer's body.
 Form = Literal["html", "json", "text"]
 
-_ERRORS = {401: "unauthorized", 403: "forbidden", 503: "unavailable"}
+_ERRORS = {401: "unauthorized", 403: "forbidden", 429: "too-many-requests", 503: "unavailable"}
 
 _NO_TICKET = (
     "Your browser sent no Kerberos ticket. Get one (run kinit, or log in to your "
@@ -56,6 +56,8 @@ _MESSAGES = {
     "weak-authentication": "You are logged in as {principal}, but this site needs a "
     "stronger login (a second factor or a smart card). Get a ticket that way (kinit with "
     "your token or card) and reload.",
+    "too-many-attempts": "Too many failed logins for this user name or from your address: "
+    "passwords are not checked for now. Try again in {retry} seconds.",
     "kdc-unreachable": "Passwords cannot be checked right now: the Kerberos server "
     "cannot be reached. Try again in {retry} seconds.",
     "kdc-busy": "Too many logins are waiting for the Kerberos server. Try again in "
@@ -74,14 +76,14 @@ _ALSO_BASIC = " On this HTTPS site you can also log in with your Kerberos passwo
 
 # One answer for every refused password: which of them it was (no such user, a wrong
 # password, a locked account) would tell a stranger which user names exist.
-_PASSWORD_REFUSALS = frozenset(
+PASSWORD_REFUSALS = frozenset(
     {"bad-password", "unknown-user", "empty-password", "revoked", "password-expired"}
 )
 
 
 def public_reason(status: int, reason: str) -> str:
     """``reason`` if it may be shown to the client, else ``rejected``/``unavailable``."""
-    if reason in _PASSWORD_REFUSALS:
+    if reason in PASSWORD_REFUSALS:
         return "bad-password"
     if reason in _MESSAGES:
         return reason

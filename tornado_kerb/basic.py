@@ -23,7 +23,7 @@ from .claims import NONE, Claims, read_claims
 from .errors import AuthenticationFailed
 from .negotiate import Accepted, Acceptor
 
-__all__ = ["NameForms", "default_realm", "parse_basic", "prove_password"]
+__all__ = ["NameForms", "default_realm", "parse_basic", "parse_user", "prove_password"]
 
 _MAX_USER = 256
 _MAX_PASSWORD = 1024
@@ -76,7 +76,15 @@ def parse_basic(credentials: str, realm: str, forms: NameForms = _MIT) -> tuple[
     except UnicodeDecodeError:
         raise AuthenticationFailed("malformed", "credentials are not UTF-8") from None
     user, colon, password = text.partition(":")
-    if not colon or not user:
+    if not colon:
+        raise AuthenticationFailed("malformed", "no user name")
+    return parse_user(user, password, realm, forms)
+
+
+def parse_user(user: str, password: str, realm: str, forms: NameForms = _MIT) -> tuple[str, str]:
+    """``(principal, password)`` for a user name and password as typed (Basic's, or the
+    sign-in form's); the checks and name forms of :func:`parse_basic`."""
+    if not user:
         raise AuthenticationFailed("malformed", "no user name")
     if not password:
         raise AuthenticationFailed("empty-password")

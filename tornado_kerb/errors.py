@@ -47,6 +47,15 @@ class KDCUnavailable(LoginError):
     """A password could not be checked: no KDC answered, or too many logins wait (503)."""
 
 
+class TooManyAttempts(LoginError):
+    """Too many failed password logins for this user or from this address (429); the KDC
+    was not asked. ``retry_after``: seconds until one may be tried again."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__("too-many-attempts", f"retry after {retry_after}s")
+        self.retry_after = retry_after
+
+
 class Forbidden(LoginError):
     """The user is authenticated but not allowed here (the answer is 403)."""
 

@@ -29,8 +29,8 @@ from . import _localname, _routes
 from ._gss import mechanism_message
 from ._header import split_authorization
 from ._kdc import KDCPool
-from .answers import Form, write_default_answer
-from .basic import NameForms, default_realm, parse_basic
+from .answers import PASSWORD_REFUSALS, Form, write_default_answer
+from .basic import NameForms, default_realm, parse_basic, parse_user
 from .bindings import server_end_point
 from .claims import NONE, Claims
 from .credentials import call_as
@@ -46,8 +46,12 @@ from .errors import (
     LocalNameError,
     LoginError,
     NoCredentials,
+    TooManyAttempts,
 )
 from .keytab import find_client_principal
+from .limits import LoginLimitOptions, LoginLimits, principal_key
+from .login import login_page, safe_next
+from .login import routes as login_routes
 from .negotiate import Accepted, Acceptor, parse_negotiate
 from .policy import Policy
 from .reasons import Outcome, Reason, outcome_for
@@ -171,12 +175,19 @@ class KerberosGuard:
         #: The session cookie (``None`` when the ``session`` setting is off). It is
         #: taken only for a mechanism this guard offers: a cookie a Basic login minted
         #: elsewhere is no login here if Basic is off.
+        # A sign-in form's login is a password login: its cookie says "basic".
         offered: tuple[Mechanism, ...] = (
-            ("negotiate", "basic") if self._basic_on else ("negotiate",)
+            ("negotiate", "basic") if self._basic_on or s.login_form else ("negotiate",)
         )
         self.sessions = (
             None if session is None else SessionCookies(session, offered, self.policy.named_sids)
         )
+        #: Failed password logins, counted (``None`` with ``login_limits`` off).
+        self.limits = (
+            LoginLimits(s.login_limits) if isinstance(s.login_limits, LoginLimitOptions) else None
+        )
+        self._login_form = s.login_form if session is not None else None
+        self._negotiate = s.negotiate
         self._ws_expiry = s.websocket_expiry
         self._refuse_cross_site = s.cross_site == "refuse"
         self._trusted_origins = frozenset(s.trusted_origins)
@@ -398,6 +409,11 @@ class KerberosGuard:
         if handler._headers_written:
             self._too_late(handler)
         request = handler.request
+        if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+            # A CORS preflight carries no credentials, by design: it goes to the handler
+            # (or the application's CORS answer) as nobody, never to a 401.
+            handler.current_user = None
+            return None
         tls = request.protocol == "https"
         scheme = ""
         try:
@@ -613,7 +629,7 @@ class KerberosGuard:
 
     async def _basic(self, handler: Handler, principal: str, password: str) -> KerberosUser:
         try:
-            accepted = await self.kdc.prove(principal, password, self.acceptor)
+            accepted = await self._prove_limited(handler, principal, password)
             result = self._admit(handler, accepted, "basic")
             user = result if isinstance(result, KerberosUser) else await result
         except KerberosError as err:
@@ -623,6 +639,26 @@ class KerberosGuard:
             # nothing worth keeping. Remembered as whom our keytab accepted.
             self.basic_cache.put(principal, password, user, accepted.expires_at)
         return user
+
+    async def _prove_limited(self, handler: Handler, principal: str, password: str) -> Accepted:
+        """Prove a password, within ``login_limits``: over one, :class:`TooManyAttempts`
+        and the KDC is not asked; a refused password counts against the user's name and
+        the client's address, a good one clears the user's count."""
+        limits = self.limits
+        if limits is None:
+            return await self.kdc.prove(principal, password, self.acceptor)
+        key, address = principal_key(principal), handler.request.remote_ip or ""
+        wait = limits.retry_after(key, address)
+        if wait is not None:
+            raise TooManyAttempts(wait)
+        try:
+            accepted = await self.kdc.prove(principal, password, self.acceptor)
+        except AuthenticationFailed as err:
+            if err.reason in PASSWORD_REFUSALS:
+                limits.failed(key, address)
+            raise
+        limits.succeeded(key)
+        return accepted
 
     def _admit(
         self,
@@ -810,6 +846,10 @@ class KerberosGuard:
                 # '<what the user typed>' not found"), and users type passwords there.
                 log.debug("refusal detail: %s", err.detail)
             self._answer(handler, 401, err.reason)
+        elif isinstance(err, TooManyAttempts):
+            log.info("Kerberos password login refused (too many failed attempts) from %s", peer)
+            handler._kerberos_retry_after = err.retry_after  # type: ignore[attr-defined]
+            self._answer(handler, 429, err.reason)
         elif isinstance(err, KDCUnavailable):
             if self._going_down("kdc"):
                 log.error("Kerberos login impossible (%s): %s", err.reason, err.detail)
@@ -887,7 +927,11 @@ class KerberosGuard:
         form: Form | None = None,
     ) -> None:
         """The built-in body: HTML for browsers, JSON when asked for, else text; or
-        ``form`` (``"html"``, ``"json"``, ``"text"``) whatever the client asked for."""
+        ``form`` (``"html"``, ``"json"``, ``"text"``) whatever the client asked for. With
+        ``login_form``, a browser's 401 is the sign-in page."""
+        if status == 401 and form in (None, "html") and self._shows_form(handler):
+            self.write_login_page(handler, 401, next_url=safe_next(handler.request.uri))
+            return
         write_default_answer(
             handler,
             status,
@@ -897,6 +941,96 @@ class KerberosGuard:
             password_offered=self._offers_basic(handler),
             form=form,
         )
+
+    def write_login_page(
+        self,
+        handler: Handler,
+        status: int,
+        *,
+        next_url: str = "/",
+        failed: bool = False,
+        username: str = "",
+    ) -> None:
+        """Write the sign-in page (its status is set; do not finish). May be overridden,
+        as may the handler's ``write_kerberos_login_page(status, next_url=, failed=,
+        username=)``. ``failed``: a login was just refused (one message whatever the
+        reason: it must not say whether the user exists)."""
+        hook = getattr(handler, "write_kerberos_login_page", None)
+        handler.set_status(status)
+        handler.set_header("Cache-Control", "no-store")
+        if hook is not None:
+            hook(status, next_url=next_url, failed=failed, username=username)
+            return
+        host = handler.request.host_name
+        if failed:
+            message = "The user name or password was wrong. Check both and try again."
+        elif status == 401:
+            message = f"Sign in to {host} with your Kerberos (domain) account."
+        else:
+            message = f"Sign in to {host}."
+        handler.set_header("Content-Type", "text/html; charset=UTF-8")
+        action = self._login_form.path if self._login_form is not None else "/login"
+        handler.write(
+            login_page(
+                title="Sign in",
+                message=message,
+                action=action,
+                next_url=next_url,
+                username=username,
+                xsrf_form_html=handler.xsrf_form_html(),
+                host=host,
+            )
+        )
+
+    async def form_login(
+        self, handler: Handler, username: str, password: str, next_url: str
+    ) -> None:
+        """Sign in from the form: prove the password (as Basic's, within
+        ``login_limits``), set the session cookie and redirect (303) to ``next_url``; a
+        refused password shows the form again. Called by :class:`~tornado_kerb.login.
+        LoginHandler`."""
+        if self.sessions is None or handler.request.protocol != "https":
+            # No cookie to sign in with, or a password in clear: refuse before reading it.
+            log.info("sign-in form used without sessions or TLS from %s", handler.request.remote_ip)
+            raise tornado.web.HTTPError(403, "sign-in needs HTTPS and sessions")
+        try:
+            principal, password = parse_user(username, password, self.realm, self._forms)
+        except AuthenticationFailed as err:
+            log.info("sign-in refused (%s) from %s", err.reason, handler.request.remote_ip)
+            self._observe_form(handler, err.reason)
+            self.write_login_page(handler, 200, next_url=next_url, failed=True, username=username)
+            return
+        try:
+            accepted = await self._prove_limited(handler, principal, password)
+            result = self._admit(handler, accepted, "basic")
+            if not isinstance(result, KerberosUser):
+                await result
+        except AuthenticationFailed as err:
+            log.info(
+                "sign-in refused (%s) for %s from %s",
+                err.reason,
+                principal if err.reason in _NAME_IS_REAL else "a user",
+                handler.request.remote_ip,
+            )
+            self._observe_form(handler, err.reason)
+            self.write_login_page(handler, 200, next_url=next_url, failed=True, username=username)
+            return
+        except KerberosError as err:
+            self.refuse(handler, err, where="form", principal=principal)
+        handler.redirect(next_url, status=303)
+
+    def _observe_form(self, handler: Handler, reason: Reason) -> None:
+        if self._observed:
+            self.on_outcome(handler, outcome_for("form", reason), "basic", None)
+
+    def login_routes(self, prefix: str = "/login") -> list[tuple[str, Any, Any]]:
+        """The sign-in form's routes for the application: ``prefix`` (the form, which
+        posts there) and ``prefix + "/logout"``; the ``login_form`` setting's ``path``
+        must be ``prefix``. Handlers that use this guard::
+
+            app = tornado.web.Application([..., *guard.login_routes("/login")], ...)
+        """
+        return login_routes(prefix, self)
 
     def _offers_basic(self, handler: Handler) -> bool:
         return self._basic_on and handler.request.protocol == "https"
@@ -925,12 +1059,40 @@ class KerberosGuard:
         if token:
             handler.add_header("WWW-Authenticate", token)
         if status == 401:
-            handler.add_header("WWW-Authenticate", "Negotiate")
-            if self._offers_basic(handler):
+            if self._offers_negotiate(handler):
+                handler.add_header("WWW-Authenticate", "Negotiate")
+            if self._offers_basic(handler) and not self._shows_form(handler):
                 challenge = f'Basic realm="{self.realm}", charset="UTF-8"'
                 handler.add_header("WWW-Authenticate", challenge)
         elif status == 503:
             handler.set_header("Retry-After", str(self.settings.retry_after))
+        elif status == 429:
+            retry = getattr(handler, "_kerberos_retry_after", self.settings.retry_after)
+            handler.set_header("Retry-After", str(retry))
+
+    def _offers_negotiate(self, handler: Handler) -> bool:
+        when = self._negotiate
+        if when == "always":
+            return True
+        if when == "once":
+            # The answer to a failed Negotiate attempt offers it no more: a browser that
+            # can only send NTLM (no ticket) stops at the form or Basic, not in a loop.
+            auth = handler.request.headers.get("Authorization", "")
+            return not auth[:10].lower().startswith("negotiate")
+        try:
+            return bool(when(handler.request))
+        except Exception:  # the app's own callable: offering Negotiate is no security call
+            log.exception("the 'negotiate' setting's callable failed: offering Negotiate")
+            return True
+
+    def _shows_form(self, handler: Handler) -> bool:
+        """A browser (HTML asked for) over TLS, with ``login_form``: its 401 carries the
+        sign-in form, not a Basic challenge (which would pop up the browser's box)."""
+        return (
+            self._login_form is not None
+            and handler.request.protocol == "https"
+            and "text/html" in handler.request.headers.get("Accept", "")
+        )
 
     def _too_late(self, handler: Handler) -> NoReturn:
         # Too late for a 401: say why, then cut the connection so the client cannot take

@@ -48,6 +48,7 @@ Reason = Literal[
     "revoked",
     "password-expired",
     "kdc-not-trusted",
+    "too-many-attempts",
     # who may in
     "forbidden",
     "foreign-realm",
@@ -93,6 +94,11 @@ Outcome = Literal[
     "basic.foreign-realm",
     "basic.kdc-not-trusted",
     "basic.rejected",
+    "basic.too-many-attempts",
+    "form.bad-password",
+    "form.too-many-attempts",
+    "form.malformed",
+    "form.rejected",
     "authz.forbidden",
     "authz.foreign-realm",
     "authz.not-in-group",
@@ -114,8 +120,10 @@ _NEGOTIATE = {
 }  # fmt: skip
 _BASIC = {
     "malformed", "insecure-transport", "bad-password", "unknown-user", "revoked",
-    "password-expired", "clock-skew", "foreign-realm", "kdc-not-trusted",
+    "password-expired", "clock-skew", "foreign-realm", "kdc-not-trusted", "too-many-attempts",
 }  # fmt: skip
+_FORM = {"bad-password", "too-many-attempts", "malformed"}
+_PASSWORD_REFUSED = {"unknown-user", "revoked", "password-expired", "empty-password"}
 _AUTHZ = {"foreign-realm", "not-in-group", "weak-authentication"}
 _KDC = {"kdc-unreachable": "kdc.unreachable", "kdc-busy": "kdc.busy",
         "kdc-timeout": "kdc.timeout", "closed": "kdc.closed"}  # fmt: skip
@@ -123,7 +131,8 @@ _KDC = {"kdc-unreachable": "kdc.unreachable", "kdc-busy": "kdc.busy",
 
 def outcome_for(where: str, reason: str) -> Outcome:
     """The stable code for a refusal: ``where`` is the scheme that was tried
-    (``negotiate``, ``basic``, or empty for none), or ``authz``/``kdc``/``keytab``."""
+    (``negotiate``, ``basic``, ``form``: the sign-in form, or empty for none), or
+    ``authz``/``kdc``/``keytab``."""
     code: str
     if where == "authz":
         code = f"authz.{reason}" if reason in _AUTHZ else "authz.forbidden"
@@ -135,6 +144,9 @@ def outcome_for(where: str, reason: str) -> Outcome:
         code = f"request.{reason}"
     elif where == "negotiate":
         code = f"negotiate.{reason}" if reason in _NEGOTIATE else "negotiate.bad-token"
+    elif where == "form":
+        reason = "bad-password" if reason in _PASSWORD_REFUSED else reason
+        code = f"form.{reason}" if reason in _FORM else "form.rejected"
     elif where == "basic":
         if reason == "basic-not-offered":
             code = "basic.not-offered"

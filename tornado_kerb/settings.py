@@ -6,10 +6,11 @@ import dataclasses
 import difflib
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 from .errors import ConfigurationError
+from .limits import LoginLimitOptions
 from .pac import is_sid
 from .session import BasicCacheOptions, SessionOptions, options
 
@@ -26,6 +27,25 @@ CrossSite = Literal["refuse", "allow"]
 _CROSS_SITE = ("refuse", "allow")
 # scheme://host[:port], as browsers send Origin: no path, no trailing slash, no userinfo.
 _ORIGIN = re.compile(r"(https?)://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?")
+
+
+NegotiateWhen = Literal["always", "once"] | Callable[[Any], bool]
+
+
+@dataclasses.dataclass(frozen=True)
+class LoginFormOptions:
+    """The ``login_form`` setting: ``True`` for these defaults, or a dict of them."""
+
+    #: Where the sign-in form posts: the prefix given to ``guard.login_routes()``.
+    path: str = "/login"
+
+    def __post_init__(self) -> None:
+        path = self.path
+        if not isinstance(path, str) or not re.fullmatch(r"/[A-Za-z0-9._~/-]*", path):
+            raise ConfigurationError(
+                f"kerberos setting 'login_form': path must be a URL path such as '/login', "
+                f"not {path!r}"
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,6 +164,18 @@ class KerberosSettings:
     #: UPN suffixes Basic accepts in ``user@suffix`` (an enterprise name the KDC maps to
     #: the account); the realm itself is always accepted.
     upn_suffixes: tuple[str, ...] = ()
+    #: A sign-in form for browsers (``True``, or a dict of :class:`LoginFormOptions`): a
+    #: browser's 401 offers only Negotiate and carries the form, which posts to the routes
+    #: of :meth:`KerberosGuard.login_routes`. Needs ``session``; passwords only over TLS.
+    login_form: LoginFormOptions | None = None
+    #: Limits on failed password logins (form and Basic), per user and per client address
+    #: (``True``: :class:`~tornado_kerb.limits.LoginLimitOptions`' defaults, or a dict of
+    #: them); over a limit, 429 and the KDC is not asked. ``None``: no limits.
+    login_limits: LoginLimitOptions | bool | None = True
+    #: When to offer Negotiate: ``"always"``; ``"once"``, not again in the answer to a
+    #: failed Negotiate attempt (a browser sending NTLM stops there, at the form or Basic);
+    #: or a callable of the request, true where Negotiate can work (user agents, networks).
+    negotiate: NegotiateWhen = "always"
 
     def __post_init__(self) -> None:
         # Frozen: normalised values go in with object.__setattr__, once, here.
@@ -196,6 +228,18 @@ class KerberosSettings:
         put("netbios_domain", _name("netbios_domain", self.netbios_domain, optional=True))
         suffixes = _words("upn_suffixes", self.upn_suffixes or None) or ()
         put("upn_suffixes", tuple(suffix.lower() for suffix in suffixes))
+        put("login_form", options("login_form", LoginFormOptions, self.login_form))
+        put("login_limits", options("login_limits", LoginLimitOptions, self.login_limits))
+        if self.login_form is not None and self.session is None:
+            raise ConfigurationError(
+                "kerberos setting 'login_form' needs 'session': the form's login is a "
+                "session cookie"
+            )
+        if self.negotiate not in ("always", "once") and not callable(self.negotiate):
+            raise ConfigurationError(
+                "kerberos setting 'negotiate' must be 'always', 'once' or a callable of the "
+                f"request, not {self.negotiate!r}"
+            )
 
     @classmethod
     def from_mapping(cls, raw: KerberosSettings | Mapping[str, Any] | None) -> KerberosSettings:

@@ -1,0 +1,319 @@
+"""The sign-in form, password-guessing limits, where Negotiate is offered, CORS preflights
+(issue 17), with the real realm and requests; browsers in test_login_browsers.py."""
+
+from __future__ import annotations
+
+import functools
+import re
+import time
+from typing import Any
+
+import pytest
+import requests
+import tornado.web
+
+from tests.clients import basic_header, negotiate_header
+from tests.conftest import TLS, Realm, ServeFn, Server, add_user
+from tornado_kerb import ConfigurationError, KerberosAuthMixin, KerberosGuard, authenticated
+from tornado_kerb.limits import LoginLimitOptions, LoginLimits, principal_key
+from tornado_kerb.login import safe_next
+
+HTML = {"Accept": "text/html"}
+SECRET = "login-test-cookie-secret-" + "x" * 20
+NTLM = "Negotiate TlRMTVNTUAABAAAAB4IIogAAAAAAAAAAAAAAAAAAAAAGAbEdAAAADw=="
+
+
+class Page(KerberosAuthMixin, tornado.web.RequestHandler):
+    @authenticated
+    def get(self) -> None:
+        user = self.current_user
+        self.write({"principal": user.principal, "from_session": user.from_session})
+
+    @authenticated
+    def options(self) -> None:
+        # The app's CORS answer: a preflight reaches it as nobody.
+        self.set_header("Access-Control-Allow-Origin", "https://app.example")
+        self.set_header("Access-Control-Allow-Methods", "GET, POST")
+        self.set_status(204)
+
+
+def settings(realm: Realm, **extra: Any) -> dict[str, Any]:
+    return {
+        "keytab": realm.keytab,
+        "hostname": "localhost",
+        "session": True,
+        "login_form": True,
+        **extra,
+    }
+
+
+def start(serve: ServeFn, realm: Realm, **extra: Any) -> Server:
+    guard = KerberosGuard(settings(realm, **extra))
+    return serve(
+        [("/", Page), ("/page", Page), *guard.login_routes("/login")],
+        guard,
+        https=True,
+        cookie_secret=SECRET,
+    )
+
+
+def form_of(page: str) -> dict[str, str]:
+    """The hidden fields and action of the sign-in form in ``page``."""
+    action = re.search(r'<form method="post" action="([^"]*)"', page)
+    xsrf = re.search(r'name="_xsrf" value="([^"]*)"', page)
+    nxt = re.search(r'name="next" value="([^"]*)"', page)
+    assert action and xsrf and nxt, page
+    return {"action": action.group(1), "_xsrf": xsrf.group(1), "next": nxt.group(1)}
+
+
+def sign_in(
+    server: Server, tls: TLS, user: str, password: str, path: str = "/page", **fields: str
+) -> tuple[requests.Session, requests.Response]:
+    browser = requests.Session()
+    browser.get = functools.partial(browser.get, verify=tls.ca)  # type: ignore[method-assign]
+    browser.post = functools.partial(browser.post, verify=tls.ca)  # type: ignore[method-assign]
+    first = browser.get(server.url(path), headers=HTML, timeout=30)
+    assert first.status_code == 401
+    form = form_of(first.text)
+    data = {"username": user, "password": password, "_xsrf": form["_xsrf"], "next": form["next"]}
+    data.update(fields)
+    answer = browser.post(
+        server.url(form["action"]), data=data, headers=HTML, allow_redirects=False, timeout=30
+    )
+    return browser, answer
+
+
+def test_a_browser_s_401_offers_negotiate_and_the_form_not_basic(
+    serve: ServeFn, realm: Realm, tls: TLS
+) -> None:
+    server = start(serve, realm)
+    page = requests.get(server.url("/page?x=1"), headers=HTML, verify=tls.ca, timeout=30)
+    assert page.status_code == 401
+    assert page.headers["WWW-Authenticate"] == "Negotiate"  # no Basic: no browser box
+    form = form_of(page.text)
+    assert form["action"] == "/login" and form["next"] == "/page?x=1"
+    assert 'autocomplete="username"' in page.text
+    assert 'autocomplete="current-password"' in page.text
+    assert '<label for="password">' in page.text and "<script" not in page.text
+    # API clients keep the Basic challenge, and get no form.
+    api = requests.get(server.url("/page"), verify=tls.ca, timeout=30)
+    assert api.status_code == 401
+    assert 'Basic realm="KRBTEST.COM"' in api.headers["WWW-Authenticate"]
+    assert "<form" not in api.text
+
+
+def test_sign_in_sets_the_session_and_goes_to_next(serve: ServeFn, realm: Realm, tls: TLS) -> None:
+    server = start(serve, realm)
+    browser, answer = sign_in(server, tls, "user", realm.password)
+    assert answer.status_code == 303, answer.text
+    assert answer.headers["Location"] == "/page"
+    cookie = answer.headers["Set-Cookie"]
+    assert "tornado_kerb_session=" in cookie and "HttpOnly" in cookie and "Secure" in cookie
+    landed = browser.get(server.url("/page"), timeout=30)
+    assert landed.json() == {"principal": realm.user, "from_session": True}
+
+
+def test_a_wrong_password_shows_the_form_again_without_saying_why(
+    serve: ServeFn, realm: Realm, tls: TLS
+) -> None:
+    server = start(serve, realm)
+    messages = set()
+    for user in ("user", "nosuchuser"):
+        _, answer = sign_in(server, tls, user, "wrong-password")
+        assert answer.status_code == 200
+        assert "Set-Cookie" not in answer.headers or "session" not in answer.headers["Set-Cookie"]
+        form_of(answer.text)  # the form again
+        messages.add(re.search(r'<p role="status">([^<]*)</p>', answer.text).group(1))  # type: ignore[union-attr]
+    assert messages == {"The user name or password was wrong. Check both and try again."}
+
+
+def test_the_form_needs_the_xsrf_token(serve: ServeFn, realm: Realm, tls: TLS) -> None:
+    server = start(serve, realm)
+    data = {"username": "user", "password": realm.password, "next": "/"}
+    answer = requests.post(server.url("/login"), data=data, verify=tls.ca, timeout=30)
+    assert answer.status_code == 403
+    assert "tornado_kerb_session" not in answer.headers.get("Set-Cookie", "")
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "https://evil.example/",
+        "//evil.example/",
+        "/\\evil.example/",
+        "javascript:alert(1)",
+        "/\t/evil.example/",
+        "/\r\nSet-Cookie: x=y",
+        "",
+    ],
+)
+def test_next_is_a_path_on_this_site_or_slash(
+    serve: ServeFn, realm: Realm, tls: TLS, target: str
+) -> None:
+    assert safe_next(target) == "/"
+    server = start(serve, realm)
+    _, answer = sign_in(server, tls, "user", realm.password, next=target)
+    assert answer.status_code == 303
+    assert answer.headers["Location"] == "/"
+
+
+def test_logout_clears_the_cookie_and_says_a_ticket_signs_back_in(
+    serve: ServeFn, realm: Realm, tls: TLS
+) -> None:
+    server = start(serve, realm)
+    browser, _ = sign_in(server, tls, "user", realm.password)
+    page = browser.get(server.url("/login/logout"), timeout=30)
+    xsrf = re.search(r'name="_xsrf" value="([^"]*)"', page.text).group(1)  # type: ignore[union-attr]
+    out = browser.post(server.url("/login/logout"), data={"_xsrf": xsrf}, timeout=30)
+    assert out.status_code == 200
+    assert "signs you straight back in" in out.text
+    assert browser.get(server.url("/page"), timeout=30).status_code == 401
+
+
+def test_login_form_needs_sessions(realm: Realm) -> None:
+    with pytest.raises(ConfigurationError, match="needs 'session'"):
+        KerberosGuard({"keytab": realm.keytab, "login_form": True})
+
+
+def test_on_plain_http_no_form_is_shown(serve: ServeFn, realm: Realm) -> None:
+    guard = KerberosGuard(settings(realm))
+    server = serve([("/", Page)], guard, cookie_secret=SECRET)  # http
+    page = requests.get(server.url("/"), headers=HTML, timeout=30)
+    assert page.status_code == 401 and "<form" not in page.text
+
+
+# -- password guessing ----------------------------------------------------------------------
+
+
+def test_over_the_limit_429_and_the_kdc_is_not_asked(
+    serve: ServeFn, realm: Realm, tls: TLS
+) -> None:
+    limits = {"per_principal": 3, "per_address": 100, "window": 600}
+    server = start(serve, realm, login_limits=limits)
+    victim = add_user(realm, "lockme")
+    for _ in range(3):
+        assert sign_in(server, tls, "lockme", "guess")[1].status_code == 200
+    before = realm.proxy.exchanges
+    _, answer = sign_in(server, tls, "lockme", victim.password)  # even the right one
+    assert answer.status_code == 429
+    assert 1 <= int(answer.headers["Retry-After"]) <= 600
+    assert realm.proxy.exchanges == before, "the KDC was asked"
+    # Basic counts against the same user: ALICE is alice.
+    basic = requests.get(
+        server.url("/page"),
+        headers={"Authorization": basic_header("LOCKME", "guess")},
+        verify=tls.ca,
+        timeout=30,
+    )
+    assert basic.status_code == 429 and "Retry-After" in basic.headers
+    assert realm.proxy.exchanges == before
+    # Other users are not locked out by it.
+    assert sign_in(server, tls, "user", realm.password)[1].status_code == 303
+
+
+def test_basic_alone_is_limited_too(serve: ServeFn, realm: Realm, tls: TLS) -> None:
+    server = serve(
+        [("/", Page)],
+        {"keytab": realm.keytab, "hostname": "localhost", "login_limits": {"per_principal": 2}},
+        https=True,
+    )
+    add_user(realm, "basiclock")
+
+    def attempt() -> int:
+        header = basic_header("basiclock", "nope")
+        return requests.get(
+            server.url("/"), headers={"Authorization": header}, verify=tls.ca, timeout=30
+        ).status_code
+
+    assert [attempt(), attempt(), attempt()] == [401, 401, 429]
+
+
+def test_limits_are_a_sliding_window_with_bounded_memory() -> None:
+    limits = LoginLimits(LoginLimitOptions(per_principal=2, per_address=3, window=1, entries=4))
+    assert limits.retry_after("a", "1.1.1.1") is None
+    limits.failed("a", "1.1.1.1")
+    limits.failed("a", "1.1.1.1")
+    assert limits.retry_after("a", "9.9.9.9") == 1  # the user, from anywhere
+    assert limits.retry_after("b", "1.1.1.1") is None
+    limits.failed("b", "1.1.1.1")
+    assert limits.retry_after("c", "1.1.1.1") == 1  # the address, for anyone
+    limits.succeeded("a")  # a good password forgives the user, not the address
+    assert limits.retry_after("a", "9.9.9.9") is None
+    for n in range(50):
+        limits.failed(f"u{n}", f"10.0.0.{n}")
+    assert len(limits._principals) <= 4 and len(limits._addresses) <= 4
+    # The window slides: a failure a window old no longer counts.
+    limits.failed("a", "2.2.2.2")
+    limits.failed("a", "2.2.2.2")
+    wait = limits.retry_after("a", "3.3.3.3")
+    assert wait == 1
+    deadline = time.monotonic() + 5
+    while limits.retry_after("a", "3.3.3.3") is not None and time.monotonic() < deadline:
+        time.sleep(0.05)  # polling a clock, not synchronising with anything
+    assert limits.retry_after("a", "3.3.3.3") is None
+    # One count per account, whatever the form the name was typed in.
+    assert principal_key("alice\\@corp.example@REALM") == principal_key("ALICE@REALM")
+
+
+# -- where Negotiate is offered, and CORS ---------------------------------------------------
+
+
+@pytest.mark.parametrize(("negotiate", "offered"), [("always", True), ("once", False)])
+def test_once_stops_offering_negotiate_after_a_failed_attempt(
+    serve: ServeFn, realm: Realm, tls: TLS, negotiate: str, offered: bool
+) -> None:
+    server = start(serve, realm, negotiate=negotiate)
+    fresh = requests.get(server.url("/page"), headers=HTML, verify=tls.ca, timeout=30)
+    assert fresh.headers["WWW-Authenticate"] == "Negotiate"  # the first try, always
+    # A browser without a ticket answers with NTLM, over and over: "once" ends that.
+    ntlm = requests.get(
+        server.url("/page"), headers={**HTML, "Authorization": NTLM}, verify=tls.ca, timeout=30
+    )
+    assert ntlm.status_code == 401
+    assert ("Negotiate" in ntlm.headers.get("WWW-Authenticate", "")) is offered
+    assert "<form" in ntlm.text  # the form is there either way
+    # A real ticket still works under "once".
+    ok = requests.get(
+        server.url("/page"),
+        headers={"Authorization": negotiate_header()},
+        verify=tls.ca,
+        timeout=30,
+    )
+    assert ok.status_code == 200
+
+
+def test_a_callable_decides_where_negotiate_is_offered(
+    serve: ServeFn, realm: Realm, tls: TLS
+) -> None:
+    def in_domain(request: Any) -> bool:
+        return "Windows" in request.headers.get("User-Agent", "")
+
+    server = start(serve, realm, negotiate=in_domain)
+    outside = requests.get(
+        server.url("/page"), headers={**HTML, "User-Agent": "Mac"}, verify=tls.ca, timeout=30
+    )
+    assert "WWW-Authenticate" not in outside.headers and "<form" in outside.text
+    inside = requests.get(
+        server.url("/page"),
+        headers={**HTML, "User-Agent": "Windows NT 10.0"},
+        verify=tls.ca,
+        timeout=30,
+    )
+    assert inside.headers["WWW-Authenticate"] == "Negotiate"
+
+
+def test_a_cors_preflight_reaches_the_handler_not_a_401(
+    serve: ServeFn, realm: Realm, tls: TLS
+) -> None:
+    server = start(serve, realm)
+    preflight = requests.options(
+        server.url("/page"),
+        headers={"Origin": "https://app.example", "Access-Control-Request-Method": "POST"},
+        verify=tls.ca,
+        timeout=30,
+    )
+    assert preflight.status_code == 204
+    assert preflight.headers["Access-Control-Allow-Origin"] == "https://app.example"
+    # An OPTIONS that is no preflight is guarded as any other method.
+    plain = requests.options(server.url("/page"), verify=tls.ca, timeout=30)
+    assert plain.status_code == 401
