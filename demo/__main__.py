@@ -148,6 +148,10 @@ async def serve(realm: DemoRealm | None) -> None:
         "hostname": hostname,
         "realm": REALM if realm else options.realm,
         "s4u2proxy": realm.delegation if realm else options.s4u2proxy,
+        # A browser without a ticket gets a sign-in page, not the browser's password box;
+        # one with a ticket never sees it. Both end with a session cookie.
+        "session": True,
+        "login_form": True,
     }
     if realm and not realm.delegation:
         print(f"note: no constrained delegation ({realm.no_delegation})", file=sys.stderr)

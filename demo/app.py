@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import logging
 import os
+import secrets
 from typing import Any
 
 import gssapi
@@ -72,11 +73,25 @@ class WhoamiJSON(DemoHandler):
         self.write(describe(self, self.current_user))
 
 
-class ActAsUser(DemoHandler):
+class ActsAsUser(DemoHandler):
+    """A page that acts as its user: a session cookie from a Negotiate login brought no
+    credentials, so the browser logs in afresh (silently, with its ticket: delegated if
+    it delegates to us). A sign-in form's user has no ticket to bring: constrained
+    delegation (S4U2Self) acts for them where the KDC allows it."""
+
+    def login_with_credentials(self) -> KerberosUser:
+        """The user, after a fresh login if the session cookie let them in by Negotiate."""
+        user: KerberosUser = self.current_user
+        if user.from_session and user.mechanism == "negotiate":
+            self.get_kerberos_guard().challenge(self)  # a 401: the browser logs in again
+        return user
+
+
+class ActAsUser(ActsAsUser):
     """Use the user's credentials: get a ticket for a backend service as them."""
 
     async def get(self) -> None:
-        user: KerberosUser = self.current_user
+        user = self.login_with_credentials()
         backend = self.settings["backend"]
         result: dict[str, Any] = {"principal": user.principal, "backend": backend}
         if user.delegated_credentials is None:
@@ -107,11 +122,11 @@ def ticket_for(creds: gssapi.Credentials, backend: str) -> dict[str, Any]:
     return {"ok": True, "token_bytes": len(token or b""), "as": str(creds.name)}
 
 
-class DatabaseAsUser(DemoHandler):
+class DatabaseAsUser(ActsAsUser):
     """Log in to PostgreSQL as the web user, with their own Kerberos credentials."""
 
     async def get(self) -> None:
-        user: KerberosUser = self.current_user
+        user = self.login_with_credentials()
         database: Database = self.settings["database"]
         result: dict[str, Any] = {"principal": user.principal, "username": user.username}
         if not database.configured:
@@ -154,9 +169,13 @@ def make_app(guard: KerberosGuard, backend: str, database: Database) -> tornado.
             (r"/api/whoami", WhoamiJSON),
             (r"/act", ActAsUser),
             (r"/db", DatabaseAsUser),
+            # The sign-in form for browsers without a ticket, and signing out.
+            *guard.login_routes("/login"),
         ],
         template_path=TEMPLATES,
         kerberos=guard,
+        # Signs the session cookie: a fresh one per run, so a restart signs everyone out.
+        cookie_secret=secrets.token_urlsafe(32),
         backend=backend,
         database=database,
     )
