@@ -133,7 +133,7 @@ def write_default_answer(
     accept = handler.request.headers.get("Accept", "")
     if form is None:
         form = "html" if "text/html" in accept else "json" if "json" in accept else "text"
-    title = f"{status} {_ERRORS.get(status, 'error').capitalize()}"
+    title = f"{status} {_ERRORS.get(status, 'error').replace('-', ' ').capitalize()}"
     if form == "html":
         handler.set_header("Content-Type", "text/html; charset=UTF-8")
         handler.write(_PAGE.format(title=title, text=tornado.escape.xhtml_escape(text)))

@@ -40,7 +40,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import IO, Any, TypeVar, cast
+from typing import IO, TYPE_CHECKING, Any, TypeVar, cast
 
 import gssapi
 import gssapi.raw
@@ -52,7 +52,12 @@ from .errors import ConfigurationError, DirectoryUnavailable, KDCUnavailable
 from .keytab import find_client_principal, inspect_keytab
 from .pac import PacError, canonical_sid, sid_from_bytes, sid_to_bytes
 
-__all__ = ["Directory", "GroupSids", "find_client_principal", "is_sid_like"]
+if TYPE_CHECKING:
+    from .negotiate import Acceptor
+    from .policy import Policy
+    from .settings import KerberosSettings
+
+__all__ = ["Directory", "GroupSids", "connect", "find_client_principal", "is_sid_like"]
 
 log = logging.getLogger(__name__)
 
@@ -517,6 +522,48 @@ class Directory:
             for pipe in (child.stdin, child.stdout):
                 if pipe is not None:
                     pipe.close()
+
+
+def connect(
+    settings: KerberosSettings, acceptor: Acceptor, realm: str, policy: Policy
+) -> tuple[Directory, GroupSids | None, str]:
+    """What a guard's AD settings ask of the directory: a :class:`Directory` as the
+    service account (``service_account``, else the keytab's account name), the group
+    names resolved (:class:`GroupSids`, kept current into ``policy``), and the NetBIOS
+    domain name (``netbios_domain``, else the directory's). Raises
+    :class:`~tornado_kerb.ConfigurationError` with nothing left running."""
+    account = settings.service_account or find_client_principal(
+        acceptor.keytab, realm, acceptor.service_principal()
+    )
+    if account is None:
+        raise ConfigurationError(
+            "group names are looked up as the service account, and the keytab holds no "
+            f"account name of {realm} (svc@{realm}, HOST$@{realm}: Active Directory gives "
+            "no ticket to an SPN): add it to the keytab, set 'service_account', or give "
+            "the groups' SIDs"
+        )
+    directory = Directory(
+        keytab=acceptor.keytab,
+        client_principal=account,
+        realm=realm,
+        ldap_url=settings.ldap_url,
+        timeout=settings.kdc_timeout,
+    )
+    groups = None
+    try:
+        if policy.names:
+            groups = GroupSids(
+                directory,
+                policy.names,
+                refresh_interval=settings.group_refresh,
+                on_change=policy.set_names,
+            )
+        return directory, groups, settings.netbios_domain or directory.netbios_domain()
+    except BaseException:
+        if groups is not None:
+            groups.close()
+        directory.close()
+        raise
 
 
 def _python_ldap() -> Any:

@@ -35,7 +35,7 @@ from .bindings import server_end_point
 from .claims import NONE, Claims
 from .credentials import call_as
 from .delegation import ConstrainedDelegation
-from .directory import Directory, GroupSids
+from .directory import Directory, GroupSids, connect
 from .errors import (
     AuthenticationFailed,
     ConfigurationError,
@@ -48,7 +48,6 @@ from .errors import (
     NoCredentials,
     TooManyAttempts,
 )
-from .keytab import find_client_principal
 from .limits import LoginLimitOptions, LoginLimits, principal_key
 from .login import login_page, safe_next
 from .login import routes as login_routes
@@ -207,16 +206,10 @@ class KerberosGuard:
         self._group_sids: GroupSids | None = None
         netbios = s.netbios_domain
         if self.policy.names or s.ldap_url is not None:
-            self.directory = self._directory()
             try:
-                if self.policy.names:
-                    self._group_sids = GroupSids(
-                        self.directory,
-                        self.policy.names,
-                        refresh_interval=s.group_refresh,
-                        on_change=self.policy.set_names,
-                    )
-                netbios = netbios or self.directory.netbios_domain()
+                self.directory, self._group_sids, netbios = connect(
+                    s, self.acceptor, self.realm or next(iter(self.realms or ()), ""), self.policy
+                )
             except BaseException:
                 self.close()
                 raise
@@ -328,27 +321,6 @@ class KerberosGuard:
         if self.directory is not None:
             self.directory.close()
         self.kdc.close()
-
-    def _directory(self) -> Directory:
-        s = self.settings
-        realm = self.realm or next(iter(self.realms or ()), "")
-        account = s.service_account or find_client_principal(
-            self.acceptor.keytab, realm, self.acceptor.service_principal()
-        )
-        if account is None:
-            raise ConfigurationError(
-                "group names are looked up as the service account, and the keytab holds no "
-                f"account name of {realm} (svc@{realm}, HOST$@{realm}: Active Directory gives "
-                "no ticket to an SPN): add it to the keytab, set 'service_account', or give "
-                "the groups' SIDs"
-            )
-        return Directory(
-            keytab=self.acceptor.keytab,
-            client_principal=account,
-            realm=realm,
-            ldap_url=s.ldap_url,
-            timeout=s.kdc_timeout,
-        )
 
     # -- extension points ---------------------------------------------------------------
 
@@ -937,7 +909,11 @@ class KerberosGuard:
             status,
             reason,
             principal=principal,
-            retry_after=self.settings.retry_after if status == 503 else None,
+            retry_after=(
+                self.settings.retry_after
+                if status == 503
+                else getattr(handler, "_kerberos_retry_after", None)
+            ),
             password_offered=self._offers_basic(handler),
             form=form,
         )
