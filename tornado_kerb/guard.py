@@ -26,7 +26,6 @@ import tornado.web
 import tornado.websocket
 
 from . import _localname, _routes
-from ._gss import mechanism_message
 from ._header import split_authorization
 from ._kdc import KDCPool
 from .answers import PASSWORD_REFUSALS, Form, write_default_answer
@@ -41,10 +40,8 @@ from .errors import (
     ConfigurationError,
     DirectoryUnavailable,
     Forbidden,
-    KDCUnavailable,
     KerberosError,
     LocalNameError,
-    LoginError,
     NoCredentials,
     TooManyAttempts,
 )
@@ -54,6 +51,7 @@ from .login import routes as login_routes
 from .negotiate import Accepted, Acceptor, parse_negotiate
 from .policy import Policy
 from .reasons import Outcome, Reason, outcome_for
+from .refusals import NAME_IS_REAL, Refusals
 from .session import BasicCache, Session, SessionCookies, require_secret
 from .settings import KerberosSettings, normal_origin
 from .user import KerberosUser, Mechanism
@@ -67,22 +65,7 @@ T = TypeVar("T")
 Handler = tornado.web.RequestHandler
 Verdict = bool | Awaitable[bool]
 
-# Every browser login starts without credentials: not worth an info line. A ticket our
-# keytab rejects after the KDC accepted the password means someone answers for the KDC.
-_REFUSAL_LEVELS = {"no-credentials": logging.DEBUG, "kdc-not-trusted": logging.WARNING}
-# Refusals that are the server's configuration, not the client: explained, with MIT's words.
-_EXPLAINED = {
-    "stale-keytab": "the keytab is out of date (the KDC has a newer key): ",
-    "wrong-service": "the client asked for another of the keytab's names: ",
-    "wrong-kvno": "the keytab does not hold the key the ticket is for: ",
-    "kdc-not-trusted": "the password was right, but its ticket failed our keytab: keytab out "
-    "of date, or a KDC that is not ours: ",
-}
 _SCHEMES = frozenset({"negotiate", "basic"})
-# Basic refusals that prove the typed name is a real user's: only those name it (in the
-# log, to on_outcome). Users type passwords into the name box; the KDC knew no such name.
-_NAME_IS_REAL = frozenset({"bad-password", "revoked", "password-expired", "kdc-not-trusted"})
-_REMINDER = 60.0  # seconds between error lines while the KDC or the keytab keeps failing
 _LOCAL_NAME_CACHE = 4096
 # RFC 9110's safe methods: a page elsewhere may make a browser send them, harmlessly.
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
@@ -195,8 +178,9 @@ class KerberosGuard:
         self._observed = type(self).on_outcome is not KerberosGuard.on_outcome
         self._default_authorize = type(self).authorize is KerberosGuard.authorize
         self._hookless: dict[type, bool] = {}
-        # What is failing (the KDC, the keytab) and when the error log last said so.
-        self._down: dict[str, float] = {}
+        #: Turns failures into log lines, outcomes and answers (401/403/429/503).
+        self.refusals = Refusals(self, basic_on=self._basic_on, login_form=self._login_form)
+        self._down = self.refusals.down  # checked on every login: one attribute lookup
         # With s4u2proxy: principals with a request in flight, the only ones the guard
         # impersonates (IOLoop thread only: no lock).
         self._live: dict[str, int] | None = {} if s.s4u2proxy else None
@@ -464,7 +448,7 @@ class KerberosGuard:
         :class:`tornado.web.Finish`: the browser logs in afresh (with a token, delegated
         if it delegates to us), for example when a session user needs credentials."""
         log.debug("fresh login asked of %s", handler.request.remote_ip)
-        self._answer(handler, 401, "login-requested")
+        self.refusals.answer(handler, 401, "login-requested")
 
     def logout(self, handler: Handler) -> None:
         """Clear the session cookie (a browser with a ticket logs in again at once,
@@ -632,6 +616,19 @@ class KerberosGuard:
         limits.succeeded(key)
         return accepted
 
+    def refuse(
+        self,
+        handler: Handler,
+        err: KerberosError,
+        *,
+        where: str = "",
+        principal: str | None = None,
+    ) -> NoReturn:
+        """The one place a failure becomes a log line, an outcome and an answer (401, 403,
+        429 or 503; see :mod:`tornado_kerb.refusals`). ``where``: the scheme that was
+        tried; ``principal``: who, if known."""
+        self.refusals.refuse(handler, err, where=where, principal=principal)
+
     def _admit(
         self,
         handler: Handler,
@@ -709,7 +706,7 @@ class KerberosGuard:
             log.debug("authenticated %s via %s", user.principal, user.mechanism)
         handler.current_user = user
         if self._down:
-            self._back_up(user, fresh)
+            self.refusals.back_up(user, fresh)
         if self._observed:
             outcome: Outcome = (
                 "session.ok"
@@ -767,106 +764,6 @@ class KerberosGuard:
         nothing.
         """
 
-    def refuse(
-        self,
-        handler: Handler,
-        err: KerberosError,
-        *,
-        where: str = "",
-        principal: str | None = None,
-    ) -> NoReturn:
-        """The one place a failure becomes a log line, an outcome and an answer (401, 403
-        or 503). ``where``: the scheme that was tried; ``principal``: who, if known."""
-        peer = handler.request.remote_ip
-        confirmed = principal is not None and getattr(err, "reason", None) in _NAME_IS_REAL
-        if not confirmed:
-            principal = None  # an unknown name may be a password typed in the wrong box
-        if self._observed:
-            self._observe_refusal(handler, err, where, principal)
-        if isinstance(err, Forbidden) and err.reason == "cross-site":
-            origin = handler.request.headers.get("Origin", "")[:100]
-            log.info(
-                "Kerberos request refused (cross-site): %s %s from %s, Origin %r",
-                handler.request.method,
-                handler.request.path[:200],
-                peer,
-                origin,
-            )
-            self._answer(handler, 403, err.reason)
-        elif isinstance(err, Forbidden):
-            log.info(
-                "Kerberos login forbidden (%s) for %s from %s", err.reason, err.principal, peer
-            )
-            self._answer(handler, 403, err.reason, principal=err.principal)
-        elif isinstance(err, AuthenticationFailed):
-            level = _REFUSAL_LEVELS.get(err.reason, logging.INFO)
-            why = _EXPLAINED.get(err.reason)
-            if why is None and principal:  # a Basic user: whom they claimed to be
-                log.log(
-                    level, "Kerberos login refused (%s) for %s from %s", err.reason, principal, peer
-                )
-            elif why is None:
-                log.log(level, "Kerberos login refused (%s) from %s", err.reason, peer)
-            else:
-                # Our keytab's problem, not the client's: say what MIT says, at info.
-                mit = mechanism_message(err.detail)
-                log.log(
-                    level, "Kerberos login refused (%s) from %s: %s%s", err.reason, peer, why, mit
-                )
-            if where != "basic" or confirmed:
-                # MIT's text for a Basic login may quote the name as typed ("Client
-                # '<what the user typed>' not found"), and users type passwords there.
-                log.debug("refusal detail: %s", err.detail)
-            self._answer(handler, 401, err.reason)
-        elif isinstance(err, TooManyAttempts):
-            log.info("Kerberos password login refused (too many failed attempts) from %s", peer)
-            handler._kerberos_retry_after = err.retry_after  # type: ignore[attr-defined]
-            self._answer(handler, 429, err.reason)
-        elif isinstance(err, KDCUnavailable):
-            if self._going_down("kdc"):
-                log.error("Kerberos login impossible (%s): %s", err.reason, err.detail)
-            else:
-                log.debug("Kerberos login impossible (%s): %s", err.reason, err.detail)
-            self._answer(handler, 503, err.reason)
-        else:
-            if self._going_down("keytab"):
-                log.error("Kerberos logins impossible, failing closed: %s", err)
-            else:
-                log.debug("Kerberos logins impossible, failing closed: %s", err)
-            self._answer(handler, 503, "unusable")
-
-    def _observe_refusal(
-        self, handler: Handler, err: KerberosError, where: str, principal: str | None
-    ) -> None:
-        if isinstance(err, Forbidden) and err.reason == "cross-site":
-            outcome = outcome_for("", err.reason)
-        elif isinstance(err, Forbidden):
-            outcome = outcome_for("authz", err.reason)
-            principal = err.principal
-        elif isinstance(err, LoginError):
-            outcome = outcome_for(where, err.reason)
-        else:
-            outcome = outcome_for("keytab", "unusable")
-        self.on_outcome(handler, outcome, where or None, principal)
-
-    def _going_down(self, what: str) -> bool:
-        """Whether to say at error level that ``what`` (the KDC, the keytab) fails: on
-        the first failure, then every :data:`_REMINDER` seconds, not on every request."""
-        now = time.monotonic()
-        last = self._down.get(what)
-        if last is not None and now - last < _REMINDER:
-            return False
-        self._down[what] = now
-        if last is not None:
-            log.error("still failing: %s (since the last message %.0f s ago)", what, now - last)
-        return True
-
-    def _back_up(self, user: KerberosUser, fresh: bool) -> None:
-        # Any login proves the keytab works; a fresh Basic one that the KDC works.
-        for what in ("keytab", "kdc") if fresh and user.mechanism == "basic" else ("keytab",):
-            if self._down.pop(what, None) is not None:
-                log.warning("Kerberos logins work again (%s)", what)
-
     def write_answer(
         self, handler: Handler, status: int, reason: str, principal: str | None = None
     ) -> None:
@@ -901,7 +798,7 @@ class KerberosGuard:
         """The built-in body: HTML for browsers, JSON when asked for, else text; or
         ``form`` (``"html"``, ``"json"``, ``"text"``) whatever the client asked for. With
         ``login_form``, a browser's 401 is the sign-in page."""
-        if status == 401 and form in (None, "html") and self._shows_form(handler):
+        if status == 401 and form in (None, "html") and self.refusals.shows_form(handler):
             self.write_login_page(handler, 401, next_url=safe_next(handler.request.uri))
             return
         write_default_answer(
@@ -914,7 +811,7 @@ class KerberosGuard:
                 if status == 503
                 else getattr(handler, "_kerberos_retry_after", None)
             ),
-            password_offered=self._offers_basic(handler),
+            password_offered=self.refusals.offers_basic(handler),
             form=form,
         )
 
@@ -985,7 +882,7 @@ class KerberosGuard:
             log.info(
                 "sign-in refused (%s) for %s from %s",
                 err.reason,
-                principal if err.reason in _NAME_IS_REAL else "a user",
+                principal if err.reason in NAME_IS_REAL else "a user",
                 handler.request.remote_ip,
             )
             self._observe_form(handler, err.reason)
@@ -1007,68 +904,6 @@ class KerberosGuard:
             app = tornado.web.Application([..., *guard.login_routes("/login")], ...)
         """
         return login_routes(prefix, self)
-
-    def _offers_basic(self, handler: Handler) -> bool:
-        return self._basic_on and handler.request.protocol == "https"
-
-    def _answer(
-        self, handler: Handler, status: int, reason: str, principal: str | None = None
-    ) -> NoReturn:
-        # Not send_error(): it clears headers after we set them. clear() first drops
-        # anything prepare() may have buffered, so the answer carries none of the body.
-        handler.clear()
-        self._answer_headers(handler, status)
-        old_hook = getattr(type(handler), "write_kerberos_unauthorized", None)
-        if status == 401 and old_hook is not None and not _is_default(old_hook):
-            handler.write_kerberos_unauthorized()  # type: ignore[attr-defined]  # 0.1's hook
-        else:
-            self.write_answer(handler, status, reason, principal)
-        # Whatever the renderer did, the answer keeps its status and its challenges.
-        self._answer_headers(handler, status)
-        handler.finish()
-        raise tornado.web.Finish()
-
-    def _answer_headers(self, handler: Handler, status: int) -> None:
-        handler.set_status(status)
-        handler.clear_header("WWW-Authenticate")
-        token = getattr(handler, "_kerberos_mutual_token", None)
-        if token:
-            handler.add_header("WWW-Authenticate", token)
-        if status == 401:
-            if self._offers_negotiate(handler):
-                handler.add_header("WWW-Authenticate", "Negotiate")
-            if self._offers_basic(handler) and not self._shows_form(handler):
-                challenge = f'Basic realm="{self.realm}", charset="UTF-8"'
-                handler.add_header("WWW-Authenticate", challenge)
-        elif status == 503:
-            handler.set_header("Retry-After", str(self.settings.retry_after))
-        elif status == 429:
-            retry = getattr(handler, "_kerberos_retry_after", self.settings.retry_after)
-            handler.set_header("Retry-After", str(retry))
-
-    def _offers_negotiate(self, handler: Handler) -> bool:
-        when = self._negotiate
-        if when == "always":
-            return True
-        if when == "once":
-            # The answer to a failed Negotiate attempt offers it no more: a browser that
-            # can only send NTLM (no ticket) stops at the form or Basic, not in a loop.
-            auth = handler.request.headers.get("Authorization", "")
-            return not auth[:10].lower().startswith("negotiate")
-        try:
-            return bool(when(handler.request))
-        except Exception:  # the app's own callable: offering Negotiate is no security call
-            log.exception("the 'negotiate' setting's callable failed: offering Negotiate")
-            return True
-
-    def _shows_form(self, handler: Handler) -> bool:
-        """A browser (HTML asked for) over TLS, with ``login_form``: its 401 carries the
-        sign-in form, not a Basic challenge (which would pop up the browser's box)."""
-        return (
-            self._login_form is not None
-            and handler.request.protocol == "https"
-            and "text/html" in handler.request.headers.get("Accept", "")
-        )
 
     def _too_late(self, handler: Handler) -> NoReturn:
         # Too late for a 401: say why, then cut the connection so the client cannot take
