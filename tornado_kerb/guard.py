@@ -29,7 +29,7 @@ from . import _localname, _routes
 from ._header import split_authorization
 from ._kdc import KDCPool
 from .answers import PASSWORD_REFUSALS, Form, write_default_answer
-from .basic import NameForms, default_realm, parse_basic, parse_user
+from .basic import NameForms, default_realm, parse_basic
 from .bindings import server_end_point
 from .claims import NONE, Claims
 from .credentials import call_as
@@ -46,12 +46,12 @@ from .errors import (
     TooManyAttempts,
 )
 from .limits import LoginLimitOptions, LoginLimits, principal_key
-from .login import login_page, safe_next
 from .login import routes as login_routes
+from .login import safe_next, sign_in, write_page
 from .negotiate import Accepted, Acceptor, parse_negotiate
 from .policy import Policy
 from .reasons import Outcome, Reason, outcome_for
-from .refusals import NAME_IS_REAL, Refusals
+from .refusals import Refusals
 from .session import BasicCache, Session, SessionCookies, require_secret
 from .settings import KerberosSettings, normal_origin
 from .user import KerberosUser, Mechanism
@@ -834,26 +834,8 @@ class KerberosGuard:
         if hook is not None:
             hook(status, next_url=next_url, failed=failed, username=username)
             return
-        host = handler.request.host_name
-        if failed:
-            message = "The user name or password was wrong. Check both and try again."
-        elif status == 401:
-            message = f"Sign in to {host} with your Kerberos (domain) account."
-        else:
-            message = f"Sign in to {host}."
-        handler.set_header("Content-Type", "text/html; charset=UTF-8")
         action = self._login_form.path if self._login_form is not None else "/login"
-        handler.write(
-            login_page(
-                title="Sign in",
-                message=message,
-                action=action,
-                next_url=next_url,
-                username=username,
-                xsrf_form_html=handler.xsrf_form_html(),
-                host=host,
-            )
-        )
+        write_page(handler, action=action, next_url=next_url, failed=failed, username=username)
 
     async def form_login(
         self, handler: Handler, username: str, password: str, next_url: str
@@ -862,35 +844,7 @@ class KerberosGuard:
         ``login_limits``), set the session cookie and redirect (303) to ``next_url``; a
         refused password shows the form again. Called by :class:`~tornado_kerb.login.
         LoginHandler`."""
-        if self.sessions is None or handler.request.protocol != "https":
-            # No cookie to sign in with, or a password in clear: refuse before reading it.
-            log.info("sign-in form used without sessions or TLS from %s", handler.request.remote_ip)
-            raise tornado.web.HTTPError(403, "sign-in needs HTTPS and sessions")
-        try:
-            principal, password = parse_user(username, password, self.realm, self._forms)
-        except AuthenticationFailed as err:
-            log.info("sign-in refused (%s) from %s", err.reason, handler.request.remote_ip)
-            self._observe_form(handler, err.reason)
-            self.write_login_page(handler, 200, next_url=next_url, failed=True, username=username)
-            return
-        try:
-            accepted = await self._prove_limited(handler, principal, password)
-            result = self._admit(handler, accepted, "basic")
-            if not isinstance(result, KerberosUser):
-                await result
-        except AuthenticationFailed as err:
-            log.info(
-                "sign-in refused (%s) for %s from %s",
-                err.reason,
-                principal if err.reason in NAME_IS_REAL else "a user",
-                handler.request.remote_ip,
-            )
-            self._observe_form(handler, err.reason)
-            self.write_login_page(handler, 200, next_url=next_url, failed=True, username=username)
-            return
-        except KerberosError as err:
-            self.refuse(handler, err, where="form", principal=principal)
-        handler.redirect(next_url, status=303)
+        await sign_in(self, handler, username, password, next_url)
 
     def _observe_form(self, handler: Handler, reason: Reason) -> None:
         if self._observed:

@@ -14,16 +14,24 @@ both with :meth:`KerberosGuard.login_routes <tornado_kerb.KerberosGuard.login_ro
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import TYPE_CHECKING, Any
 
 import tornado.escape
 import tornado.web
 
+from .basic import parse_user
+from .errors import AuthenticationFailed, KerberosError
+from .refusals import NAME_IS_REAL
+from .user import KerberosUser
+
 if TYPE_CHECKING:
     from .guard import KerberosGuard
 
-__all__ = ["LoginHandler", "LogoutHandler", "login_page", "safe_next"]
+__all__ = ["LoginHandler", "LogoutHandler", "login_page", "safe_next", "sign_in", "write_page"]
+
+log = logging.getLogger("tornado_kerb.guard")  # the guard's log, as before the split
 
 # C0 controls, DEL, whitespace: browsers drop tabs and newlines from URLs, so "/\t/evil"
 # would become "//evil", another host.
@@ -62,6 +70,74 @@ def login_page(
         xsrf=xsrf_form_html,
         host=e(host),
     )
+
+
+def write_page(
+    handler: tornado.web.RequestHandler,
+    *,
+    action: str,
+    next_url: str,
+    failed: bool,
+    username: str,
+) -> None:
+    """The built-in sign-in page (:meth:`KerberosGuard.write_login_page`'s default)."""
+    host = handler.request.host_name
+    if failed:
+        message = "The user name or password was wrong. Check both and try again."
+    elif handler.get_status() == 401:
+        message = f"Sign in to {host} with your Kerberos (domain) account."
+    else:
+        message = f"Sign in to {host}."
+    handler.set_header("Content-Type", "text/html; charset=UTF-8")
+    handler.write(
+        login_page(
+            title="Sign in",
+            message=message,
+            action=action,
+            next_url=next_url,
+            username=username,
+            xsrf_form_html=handler.xsrf_form_html(),
+            host=host,
+        )
+    )
+
+
+async def sign_in(
+    guard: KerberosGuard,
+    handler: tornado.web.RequestHandler,
+    username: str,
+    password: str,
+    next_url: str,
+) -> None:
+    """:meth:`KerberosGuard.form_login`: prove the password as Basic's (within
+    ``login_limits``), set the session cookie, 303 to ``next_url``; a refused password
+    shows the form again, with one message whatever the reason."""
+    peer = handler.request.remote_ip
+    if guard.sessions is None or handler.request.protocol != "https":
+        # No cookie to sign in with, or a password in clear: refuse before reading it.
+        log.info("sign-in form used without sessions or TLS from %s", peer)
+        raise tornado.web.HTTPError(403, "sign-in needs HTTPS and sessions")
+    try:
+        principal, password = parse_user(username, password, guard.realm, guard._forms)
+    except AuthenticationFailed as err:
+        log.info("sign-in refused (%s) from %s", err.reason, peer)
+        guard._observe_form(handler, err.reason)
+        guard.write_login_page(handler, 200, next_url=next_url, failed=True, username=username)
+        return
+    try:
+        accepted = await guard._prove_limited(handler, principal, password)
+        result = guard._admit(handler, accepted, "basic")
+        if not isinstance(result, KerberosUser):
+            await result
+    except AuthenticationFailed as err:
+        who = principal if err.reason in NAME_IS_REAL else "a user"
+        log.info("sign-in refused (%s) for %s from %s", err.reason, who, peer)
+        guard._observe_form(handler, err.reason)
+        guard.write_login_page(handler, 200, next_url=next_url, failed=True, username=username)
+        return
+    except KerberosError as err:
+        guard.refuse(handler, err, where="form", principal=principal)
+    handler.redirect(next_url, status=303)
 
 
 _PAGE = """<!doctype html>
