@@ -272,6 +272,25 @@ def test_a_streamed_body_waits_for_the_login(
     assert sent[0] == BODY and sum(handler.chunks) == BODY and len(handler.chunks) > 1
 
 
+@pytest.mark.parametrize(
+    "handler", [StreamRequired, StreamDecorated, PlainStream], ids=lambda c: c.__name__
+)
+@pytest.mark.parametrize("method", ["POST", "OPTIONS"])
+def test_a_method_the_streaming_handler_lacks_takes_no_body(
+    serve: ServeFn, realm: Realm, handler: type[_Counting], method: str
+) -> None:
+    # A POST to a handler with only put(), or a CORS preflight (it has no options()):
+    # Tornado would answer 405 only after taking the body.
+    server = serve([(r"/up", handler)], settings(realm))
+    handler.chunks = []
+    headers = {"Origin": "https://app.example", "Access-Control-Request-Method": "PUT"}
+    answer = requests.request(
+        method, server.url("/up"), data=_body([0]), headers=headers, timeout=30
+    )
+    assert answer.status_code in (401, 405)
+    assert handler.chunks == []
+
+
 def test_a_plain_streaming_subclass_with_its_own_prepare_is_refused(
     guard: KerberosGuard, realm: Realm
 ) -> None:

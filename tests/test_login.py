@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import re
 import time
@@ -317,3 +318,144 @@ def test_a_cors_preflight_reaches_the_handler_not_a_401(
     # An OPTIONS that is no preflight is guarded as any other method.
     plain = requests.options(server.url("/page"), verify=tls.ca, timeout=30)
     assert plain.status_code == 401
+
+
+# -- what the attack review found -----------------------------------------------------------
+
+
+def _basic(server: Server, tls: TLS, user: str, password: str) -> int:
+    header = {"Authorization": basic_header(user, password)}
+    return requests.get(server.url("/page"), headers=header, verify=tls.ca, timeout=30).status_code
+
+
+def test_guesses_sent_at_once_do_not_slip_past_the_limit(
+    serve: ServeFn, realm: Realm, tls: TLS
+) -> None:
+    server = start(serve, realm, login_limits={"per_principal": 3})
+    add_user(realm, "racer")
+    before = realm.proxy.exchanges
+    realm.proxy.delay = 0.2  # a distant KDC: every guess is in flight at once
+    try:
+        with concurrent.futures.ThreadPoolExecutor(20) as pool:
+            statuses = list(pool.map(lambda _: _basic(server, tls, "racer", "guess"), range(20)))
+    finally:
+        realm.proxy.delay = 0.0
+    assert statuses.count(401) == 3 and statuses.count(429) == 17, statuses
+    assert realm.proxy.exchanges - before == 3, "more guesses reached the KDC than allowed"
+
+
+def test_a_user_s_own_logins_in_parallel_all_pass(serve: ServeFn, realm: Realm, tls: TLS) -> None:
+    server = start(serve, realm, login_limits={"per_principal": 3})
+    racer = add_user(realm, "parallel")
+    realm.proxy.delay = 0.1
+    try:
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            statuses = list(
+                pool.map(lambda _: _basic(server, tls, "parallel", racer.password), range(8))
+            )
+    finally:
+        realm.proxy.delay = 0.0
+    assert statuses == [200] * 8
+
+
+def test_a_cross_site_post_to_the_sign_in_route_is_refused_whatever_its_token(
+    serve: ServeFn, realm: Realm, tls: TLS
+) -> None:
+    server = start(serve, realm)
+    # The attacker planted a token of its own in the victim's cookie (another port, a
+    # sibling host): double-submit alone would pass. The browser says where it came from.
+    token = "2|00000000|" + "a" * 32 + "|1700000000"
+    data = {"username": "user", "password": realm.password, "next": "/", "_xsrf": token}
+    cross = requests.post(
+        server.url("/login"),
+        data=data,
+        headers={"Sec-Fetch-Site": "cross-site", "Cookie": f"_xsrf={token}"},
+        verify=tls.ca,
+        allow_redirects=False,
+        timeout=30,
+    )
+    assert cross.status_code == 403
+    assert "tornado_kerb_session" not in cross.headers.get("Set-Cookie", "")
+    out = requests.post(
+        server.url("/login/logout"),
+        data={"_xsrf": token},
+        headers={"Origin": "https://evil.example", "Cookie": f"_xsrf={token}"},
+        verify=tls.ca,
+        timeout=30,
+    )
+    assert out.status_code == 403
+
+
+def test_no_form_where_a_password_would_travel_in_clear(serve: ServeFn, realm: Realm) -> None:
+    guard = KerberosGuard(settings(realm))
+    server = serve([("/", Page), *guard.login_routes("/login")], guard, cookie_secret=SECRET)
+    assert requests.get(server.url("/login"), timeout=30).status_code == 403
+
+
+def test_a_password_is_taken_as_typed_spaces_and_all(
+    serve: ServeFn, realm: Realm, tls: TLS
+) -> None:
+    add_user(realm, "spacey")
+    realm.k5.run_kadminl('cpw -pw "  Spacey-1  " spacey')  # kadmin keeps quoted spaces
+    server = start(serve, realm)
+    assert sign_in(server, tls, "spacey", "  Spacey-1  ")[1].status_code == 303
+
+
+def test_a_preflight_with_a_body_or_to_a_handler_without_options_is_guarded(
+    serve: ServeFn, realm: Realm, tls: TLS
+) -> None:
+    class NoOptions(KerberosAuthMixin, tornado.web.RequestHandler):
+        kerberos_required = True
+
+        def get(self) -> None:
+            self.write("x")
+
+    guard = KerberosGuard(settings(realm))
+    server = serve([("/page", Page), ("/none", NoOptions)], guard, https=True, cookie_secret=SECRET)
+    preflight = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST"}
+    with_body = requests.options(
+        server.url("/page"), headers=preflight, data=b"x" * 1000, verify=tls.ca, timeout=30
+    )
+    assert with_body.status_code == 401
+    none = requests.options(server.url("/none"), headers=preflight, verify=tls.ca, timeout=30)
+    assert none.status_code == 401
+
+
+def test_once_keeps_a_challenge_when_it_would_be_the_only_one(
+    serve: ServeFn, realm: Realm, tls: TLS
+) -> None:
+    server = start(serve, realm, negotiate="once", basic=False)
+    ntlm = requests.get(
+        server.url("/page"),
+        headers={"Authorization": NTLM, "Accept": "application/json"},
+        verify=tls.ca,
+        timeout=30,
+    )
+    assert ntlm.status_code == 401 and ntlm.headers["WWW-Authenticate"] == "Negotiate"
+
+
+def test_an_async_negotiate_callable_is_refused(realm: Realm) -> None:
+    async def later(request: Any) -> bool:
+        return True
+
+    with pytest.raises(ConfigurationError, match="coroutine"):
+        KerberosGuard({"keytab": realm.keytab, "negotiate": later})
+
+
+def test_a_flood_of_other_names_does_not_wipe_a_locked_user() -> None:
+    limits = LoginLimits(LoginLimitOptions(per_principal=2, per_address=10**6, entries=50))
+    limits.failed("victim", "10.0.0.1")
+    limits.failed("victim", "10.0.0.1")
+    for n in range(500):
+        limits.failed(f"other{n}", f"10.1.{n // 250}.{n % 250}")
+    assert limits.retry_after("victim", "10.9.9.9") is not None
+    assert len(limits._principals) <= 51
+
+
+def test_ipv6_clients_count_by_their_64() -> None:
+    limits = LoginLimits(LoginLimitOptions(per_principal=10**6, per_address=2))
+    limits.failed("a", "2001:db8:1:2::1")
+    limits.failed("b", "2001:db8:1:2:ffff::9")
+    assert limits.retry_after("c", "2001:db8:1:2::77") is not None
+    assert limits.retry_after("c", "2001:db8:1:3::1") is None
+    assert principal_key("ａｌｉｃｅ@R") == principal_key("alice@R")  # AD ignores width

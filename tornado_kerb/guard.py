@@ -8,6 +8,7 @@ application: it owns the acceptor credentials, the Basic realm and the KDC threa
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import concurrent.futures
 import difflib
@@ -68,6 +69,7 @@ Verdict = bool | Awaitable[bool]
 _SCHEMES = frozenset({"negotiate", "basic"})
 _LOCAL_NAME_CACHE = 4096
 # RFC 9110's safe methods: a page elsewhere may make a browser send them, harmlessly.
+_STUB = tornado.web.RequestHandler._unimplemented_method
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 # Sec-Fetch-Site values that say the request did not come from another origin's page.
 _OWN_SITE = frozenset({"same-origin", "none"})
@@ -164,6 +166,8 @@ class KerberosGuard:
         self.sessions = (
             None if session is None else SessionCookies(session, offered, self.policy.named_sids)
         )
+        # Set when a password attempt ends, for those waiting on limits (IOLoop only).
+        self._attempt_ended: asyncio.Event | None = None
         #: Failed password logins, counted (``None`` with ``login_limits`` off).
         self.limits = (
             LoginLimits(s.login_limits) if isinstance(s.login_limits, LoginLimitOptions) else None
@@ -346,7 +350,9 @@ class KerberosGuard:
 
         ``optional``: a request that brings no credentials at all (no ``Authorization``
         header, no valid session cookie) is let through with ``current_user`` ``None``;
-        credentials that fail still get the 401."""
+        credentials that fail still get the 401. A CORS preflight (``OPTIONS`` with
+        ``Access-Control-Request-Method``, no body, to a handler with an ``options()`` of
+        its own) is let through with ``None`` too: it carries no credentials by design."""
         result = self.begin(handler, optional=optional)
         return result if result is None or isinstance(result, KerberosUser) else await result
 
@@ -365,9 +371,9 @@ class KerberosGuard:
         if handler._headers_written:
             self._too_late(handler)
         request = handler.request
-        if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
-            # A CORS preflight carries no credentials, by design: it goes to the handler
-            # (or the application's CORS answer) as nobody, never to a 401.
+        if request.method == "OPTIONS" and _preflight(handler):
+            # A CORS preflight carries no credentials, by design: it goes to the handler's
+            # options() (the application's CORS answer) as nobody, never to a 401.
             handler.current_user = None
             return None
         tls = request.protocol == "https"
@@ -604,17 +610,34 @@ class KerberosGuard:
         if limits is None:
             return await self.kdc.prove(principal, password, self.acceptor)
         key, address = principal_key(principal), handler.request.remote_ip or ""
-        wait = limits.retry_after(key, address)
+        deadline = time.monotonic() + self.settings.kdc_timeout
+        while (wait := limits.begin(key, address)) == 0:
+            # The user's (or the address's) attempts at the KDC now would fill the limit
+            # if they failed: wait for one to end. Guesses sent all at once go five at a
+            # time; a user's own logins in parallel pass as soon as one succeeds.
+            if self._attempt_ended is None:
+                self._attempt_ended = asyncio.Event()
+            try:
+                await asyncio.wait_for(self._attempt_ended.wait(), deadline - time.monotonic())
+            except asyncio.TimeoutError:
+                wait = 1
+                break
         if wait is not None:
             raise TooManyAttempts(wait)
+        failed = proven = False
         try:
             accepted = await self.kdc.prove(principal, password, self.acceptor)
+            proven = True
+            return accepted
         except AuthenticationFailed as err:
-            if err.reason in PASSWORD_REFUSALS:
-                limits.failed(key, address)
+            failed = err.reason in PASSWORD_REFUSALS
             raise
-        limits.succeeded(key)
-        return accepted
+        finally:
+            # Counted from begin() to here: guesses sent at once wait for each other.
+            limits.end(key, address, failed=failed, proven=proven)
+            ended, self._attempt_ended = self._attempt_ended, None
+            if ended is not None:
+                ended.set()
 
     def refuse(
         self,
@@ -920,6 +943,19 @@ def _missing_setting(app: tornado.web.Application, key: str) -> str:
 
 def _is_default(method: Any) -> bool:
     return bool(getattr(method, "_tornado_kerb_default", False))
+
+
+def _preflight(handler: Handler) -> bool:
+    """A CORS preflight for a handler that answers one: ``Access-Control-Request-Method``,
+    no body (browsers send none, and a streaming handler would take it before any
+    login), and an ``options()`` of the handler's own, not Tornado's 405 stub."""
+    headers = handler.request.headers
+    if "Access-Control-Request-Method" not in headers or "Transfer-Encoding" in headers:
+        return False
+    if headers.get("Content-Length", "0") != "0":
+        return False
+    options = inspect.unwrap(getattr(type(handler), "options", _STUB))
+    return options is not _STUB
 
 
 def _forget_on_finish(

@@ -201,6 +201,8 @@ class KerberosIdentityProvider(IdentityProvider):
             return None  # a public endpoint (static files, version): no challenge
         # Answers 401/403/503 itself and raises Finish: Jupyter never redirects.
         kuser = await self.guard.authenticate(handler)
+        if kuser is None:  # a CORS preflight (the one way authenticate() gives no user)
+            return None
         user = User(username=kuser.username, name=kuser.principal, display_name=kuser.principal)
         if kuser.delegated_credentials is not None and kuser.credential_kind == "forwarded":
             await self._keep_credentials(kuser.principal, kuser.delegated_credentials)

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import ipaddress
 import math
 import threading
 import time
+import unicodedata
 
 from .errors import ConfigurationError
 
-__all__ = ["LoginLimitOptions", "LoginLimits", "principal_key"]
+__all__ = ["LoginLimitOptions", "LoginLimits", "address_key", "principal_key"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,20 +50,30 @@ def principal_key(principal: str) -> str:
     or an enterprise name ``alice\@example.com@REALM``), for counting: the name alone, case
     folded. ``ALICE``, ``EXAMPLE\alice`` and ``alice@example.com`` are one account to AD,
     so one count (stricter for MIT's case-sensitive names, never looser)."""
-    return principal.split("\\@", 1)[0].partition("@")[0].casefold()
+    name = principal.split("\\@", 1)[0].partition("@")[0]
+    # AD compares names without width or case: "ａｌｉｃｅ" is alice too.
+    return unicodedata.normalize("NFKC", name).casefold()
 
 
 class _Window:
-    """Failure times of one key, newest last; at most ``limit`` of them."""
+    """Failure times of one key, newest last (at most ``limit`` of them), and the
+    attempts of that key the KDC is answering now."""
 
-    __slots__ = ("times",)
+    __slots__ = ("pending", "times")
 
     def __init__(self, limit: int) -> None:
         self.times: collections.deque[float] = collections.deque(maxlen=limit)
+        self.pending = 0
 
 
 class LoginLimits:
-    """Counts failed password logins; thread-safe."""
+    """Counts failed password logins; thread-safe.
+
+    An attempt counts from the moment it is let through (:meth:`begin`) until the KDC
+    has answered (:meth:`end`): guesses sent all at once cannot slip past the limit while
+    the first ones are still at the KDC. When the tables are full, keys that are locked
+    are the last to be forgotten, so a flood of other names cannot wipe a user's count.
+    """
 
     def __init__(self, opts: LoginLimitOptions) -> None:
         self.opts = opts
@@ -69,56 +81,121 @@ class LoginLimits:
         self._principals: collections.OrderedDict[str, _Window] = collections.OrderedDict()
         self._addresses: collections.OrderedDict[str, _Window] = collections.OrderedDict()
 
+    def begin(self, principal: str, address: str) -> int | None:
+        """Let a password login of ``principal`` from ``address`` go to the KDC (``None``;
+        call :meth:`end` when it has answered), or refuse it: the seconds until one may
+        be tried (for ``Retry-After``), or ``0`` when only attempts still at the KDC fill
+        the limit (wait for one to end, then ask again)."""
+        now = time.monotonic()
+        opts = self.opts
+        with self._lock:
+            user = self._window(self._principals, principal, opts.per_principal, now)
+            host = self._window(self._addresses, address_key(address), opts.per_address, now)
+            waits = [
+                self._wait(user, opts.per_principal, now),
+                self._wait(host, opts.per_address, now),
+            ]
+            found = [w for w in waits if w is not None]
+            if found:
+                # 0: only attempts still at the KDC stand in the way; they decide soon.
+                return max(1, math.ceil(max(found))) if max(found) > 0 else 0
+            user.pending += 1
+            host.pending += 1
+            return None
+
+    def end(self, principal: str, address: str, *, failed: bool, proven: bool = False) -> None:
+        """The attempt :meth:`begin` let through is over: a refused password (``failed``:
+        a wrong one, an unknown or locked user) counts; a ``proven`` one forgives the
+        user's failures (not the address's); neither (the KDC did not answer) just ends."""
+        now = time.monotonic()
+        opts = self.opts
+        with self._lock:
+            user = self._window(self._principals, principal, opts.per_principal, now)
+            host = self._window(self._addresses, address_key(address), opts.per_address, now)
+            user.pending = max(0, user.pending - 1)
+            host.pending = max(0, host.pending - 1)
+            if failed:
+                user.times.append(now)
+                host.times.append(now)
+            elif proven:
+                user.times.clear()
+
     def retry_after(self, principal: str, address: str) -> int | None:
-        """``None`` when a password login of ``principal`` from ``address`` may be tried;
-        else the seconds until it may (for ``Retry-After``)."""
+        """``None`` when a password login may be tried now; else the seconds until it may.
+        (Counts nothing: :meth:`begin` does.)"""
         now = time.monotonic()
         with self._lock:
             waits = [
-                self._wait(self._principals, principal, self.opts.per_principal, now),
-                self._wait(self._addresses, address, self.opts.per_address, now),
+                self._wait(self._principals.get(principal), self.opts.per_principal, now),
+                self._wait(self._addresses.get(address_key(address)), self.opts.per_address, now),
             ]
-        wait = max(w for w in waits if w is not None) if any(waits) else None
-        return None if wait is None else max(1, math.ceil(wait))
+        found = [w for w in waits if w]
+        return max(1, math.ceil(max(found))) if found else None
 
     def failed(self, principal: str, address: str) -> None:
-        """Count a refused password (a wrong one, an unknown or locked user)."""
+        """Count a refused password outright (what :meth:`end` does for one in flight)."""
         now = time.monotonic()
+        opts = self.opts
         with self._lock:
-            self._count(self._principals, principal, self.opts.per_principal, now)
-            self._count(self._addresses, address, self.opts.per_address, now)
+            self._window(self._principals, principal, opts.per_principal, now).times.append(now)
+            host = self._window(self._addresses, address_key(address), opts.per_address, now)
+            host.times.append(now)
 
     def succeeded(self, principal: str) -> None:
         """A good password: that user's failures are forgiven (the address's are not)."""
         with self._lock:
             self._principals.pop(principal, None)
 
-    def _wait(
-        self,
-        table: collections.OrderedDict[str, _Window],
-        key: str,
-        limit: int,
-        now: float,
-    ) -> float | None:
-        window = table.get(key)
-        if window is None or len(window.times) < limit:
-            return None
-        # Full: the oldest of the last `limit` failures must leave the window first.
-        wait = window.times[0] + self.opts.window - now
-        return wait if wait > 0 else None
-
-    def _count(
-        self,
-        table: collections.OrderedDict[str, _Window],
-        key: str,
-        limit: int,
-        now: float,
-    ) -> None:
-        window = table.get(key)
+    def _wait(self, window: _Window | None, limit: int, now: float) -> float | None:
         if window is None:
-            window = table[key] = _Window(limit)
-            while len(table) > self.opts.entries:
-                table.popitem(last=False)
-        else:
+            return None
+        recent = [t for t in window.times if t > now - self.opts.window]
+        if len(recent) + window.pending < limit:
+            return None
+        if len(recent) < limit:
+            return 0.0  # attempts at the KDC now: they decide, in a moment
+        return recent[-limit] + self.opts.window - now
+
+    def _window(
+        self,
+        table: collections.OrderedDict[str, _Window],
+        key: str,
+        limit: int,
+        now: float,
+    ) -> _Window:
+        window = table.get(key)
+        if window is not None:
             table.move_to_end(key)
-        window.times.append(now)
+            return window
+        window = table[key] = _Window(limit)
+        if len(table) > self.opts.entries:
+            self._forget_one(table, limit, now)
+        return window
+
+    def _forget_one(
+        self, table: collections.OrderedDict[str, _Window], limit: int, now: float
+    ) -> None:
+        # The oldest key that is not locked (nor at the KDC); a locked one only when the
+        # first ones checked all are: memory stays bounded either way.
+        oldest = next(iter(table))
+        for checked, (key, window) in enumerate(table.items()):
+            if checked >= _SCAN or key == next(reversed(table)):
+                break
+            if window.pending == 0 and self._wait(window, limit, now) is None:
+                del table[key]
+                return
+        del table[oldest]
+
+
+_SCAN = 256  # keys looked at for one to forget, before the oldest goes anyway
+
+
+def address_key(address: str) -> str:
+    """Whom an address stands for: itself (IPv4), or its /64 (IPv6, where one client
+    holds a whole /64 and could spread its guesses over it)."""
+    if ":" not in address:
+        return address
+    try:
+        return str(ipaddress.IPv6Network(f"{address}/64", strict=False))
+    except ValueError:
+        return address

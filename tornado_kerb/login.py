@@ -192,8 +192,25 @@ class _GuardedRoute(tornado.web.RequestHandler):
 
     def check_xsrf_cookie(self) -> None:
         # Always, whatever the application's xsrf_cookies setting: a page elsewhere must
-        # not be able to sign a browser in (or out) as somebody of its choosing.
+        # not be able to sign a browser in (or out) as somebody of its choosing. Tornado's
+        # token is a double-submit cookie, which a page on a sibling host, another port or
+        # plain HTTP can plant: the browser's word on where the request came from counts
+        # first, as for every guarded request (cross_site).
+        guard = self.kerberos_guard()
+        if guard.settings.cross_site == "refuse" and guard._cross_site(self.request):
+            log.info(
+                "sign-in request refused (cross-site): %s %s from %s",
+                self.request.method,
+                self.request.path,
+                self.request.remote_ip,
+            )
+            raise tornado.web.HTTPError(403, "cross-site sign-in request")
         tornado.web.RequestHandler.check_xsrf_cookie(self)
+
+    def usable(self) -> bool:
+        """Whether a password may be typed here: TLS, and sessions to sign in with."""
+        guard = self.kerberos_guard()
+        return guard.sessions is not None and self.request.protocol == "https"
 
 
 class LoginHandler(_GuardedRoute):
@@ -201,6 +218,9 @@ class LoginHandler(_GuardedRoute):
     ``_xsrf``), then a 303 to ``next``; a failed login shows the form again."""
 
     def get(self) -> None:
+        if not self.usable():
+            # No form where a password would travel in clear or could sign nobody in.
+            raise tornado.web.HTTPError(403, "sign-in needs HTTPS and sessions")
         guard = self.kerberos_guard()
         guard.write_login_page(self, 200, next_url=safe_next(self.get_argument("next", "/")))
 
@@ -209,7 +229,8 @@ class LoginHandler(_GuardedRoute):
         await self.kerberos_guard().form_login(
             self,
             self.get_body_argument("username", ""),
-            self.get_body_argument("password", ""),
+            # As typed: spaces at either end are part of a password.
+            self.get_body_argument("password", "", strip=False),
             safe_next(self.get_body_argument("next", "/")),
         )
 

@@ -202,11 +202,15 @@ class Refusals:
         if token:
             handler.add_header("WWW-Authenticate", token)
         if status == 401:
-            if self.offers_negotiate(handler):
+            form = self.shows_form(handler)
+            basic = self.offers_basic(handler) and not form
+            # A 401 needs a challenge (RFC 9110): Negotiate stays when it would be the
+            # only one. A browser shown the form is the exception: Negotiate again is
+            # the loop that "once" ends, and the page itself says what to do.
+            if self.offers_negotiate(handler) or not (basic or form):
                 handler.add_header("WWW-Authenticate", "Negotiate")
-            if self.offers_basic(handler) and not self.shows_form(handler):
-                challenge = self._basic_challenge
-                handler.add_header("WWW-Authenticate", challenge)
+            if basic:
+                handler.add_header("WWW-Authenticate", self._basic_challenge)
         elif status == 503:
             handler.set_header("Retry-After", str(self._retry_after))
         elif status == 429:

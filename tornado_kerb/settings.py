@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import inspect
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -234,6 +235,11 @@ class KerberosSettings:
             raise ConfigurationError(
                 "kerberos setting 'login_form' needs 'session': the form's login is a "
                 "session cookie"
+            )
+        if inspect.iscoroutinefunction(self.negotiate):
+            raise ConfigurationError(
+                "kerberos setting 'negotiate': a plain function of the request, not a "
+                "coroutine function (it is asked while the answer is written)"
             )
         if self.negotiate not in ("always", "once") and not callable(self.negotiate):
             raise ConfigurationError(

@@ -251,6 +251,9 @@ def authenticated(method: F) -> F:
     On a handler without :class:`KerberosAuthMixin` it uses the application's guard. On a
     :class:`tornado.websocket.WebSocketHandler`, guard ``get``: the answer comes before
     the upgrade.
+    One exception: a CORS preflight (``OPTIONS`` with ``Access-Control-Request-Method``,
+    no body) carries no credentials by design, and reaches an ``options()`` of the
+    handler's own with ``current_user`` ``None``.
     """
     return cast(F, _InClassBody(_guarded(method, optional=False)))
 
@@ -335,6 +338,9 @@ def _guard_prepare(cls: type[tornado.web.RequestHandler]) -> None:
         cls.prepare = _login_before_body(cls.prepare)  # type: ignore[method-assign]
 
 
+_STUB = tornado.web.RequestHandler._unimplemented_method
+
+
 def _login_before_body(prepare: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(prepare)
     def login_then_prepare(self: tornado.web.RequestHandler, *args: Any, **kwargs: Any) -> Any:
@@ -345,6 +351,14 @@ def _login_before_body(prepare: Callable[..., Any]) -> Callable[..., Any]:
         late = getattr(cls, "kerberos_required", False) or getattr(cls, "kerberos_optional", False)
         if streams or late:
             method = getattr(self, (self.request.method or "").lower(), None)
+            if (
+                streams
+                and inspect.unwrap(getattr(cls, (self.request.method or "").lower(), _STUB))
+                is _STUB
+            ):
+                # A method the handler does not have: Tornado would say 405 only after
+                # taking the whole body, which nobody logged in to send.
+                raise tornado.web.HTTPError(405)
             if getattr(method, "_tornado_kerb_guarded", False):
                 # Only a streamed body must wait for the login; the guarded method finds
                 # current_user set and does not log in again.
