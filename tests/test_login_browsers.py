@@ -38,7 +38,6 @@ import pathlib
 import secrets
 import select
 import shutil
-import signal
 import socket
 import struct
 import subprocess
@@ -54,6 +53,7 @@ import tornado.web
 
 from tests import chromium as chromium_setup
 from tests import firefox as firefox_setup
+from tests.chromium import _kill_group
 from tests.conftest import TLS, Realm, ServeFn, Server, User, add_user
 from tornado_kerb import KerberosAuthMixin, KerberosGuard, KerberosUser
 
@@ -308,14 +308,6 @@ class Browser:
             field = json.dumps(next_url)
             self.evaluate(f'document.querySelector("input[name=next]").value = {field}')
         return self.click_and_wait('button[type="submit"]')
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    proc.wait()
 
 
 class Chromium(Browser):

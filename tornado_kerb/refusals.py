@@ -79,8 +79,8 @@ class Refusals:
         where: str = "",
         principal: str | None = None,
     ) -> NoReturn:
-        """The one place a failure becomes a log line, an outcome and an answer (401, 403
-        or 503). ``where``: the scheme that was tried; ``principal``: who, if known."""
+        """Log, count and answer ``err`` (401, 403, 429 or 503) and raise
+        :class:`tornado.web.Finish`; :meth:`KerberosGuard.refuse` is the entry point."""
         peer = handler.request.remote_ip
         confirmed = principal is not None and getattr(err, "reason", None) in NAME_IS_REAL
         if not confirmed:
