@@ -459,3 +459,28 @@ def test_ipv6_clients_count_by_their_64() -> None:
     assert limits.retry_after("c", "2001:db8:1:2::77") is not None
     assert limits.retry_after("c", "2001:db8:1:3::1") is None
     assert principal_key("ａｌｉｃｅ@R") == principal_key("alice@R")  # AD ignores width
+
+
+def test_past_four_rounds_of_waiters_the_answer_is_429_at_once(
+    serve: ServeFn, realm: Realm, tls: TLS
+) -> None:
+    server = start(serve, realm, login_limits={"per_principal": 1})
+    add_user(realm, "herd")
+    realm.proxy.hold()  # the one guess let through stays at the KDC
+    try:
+        with concurrent.futures.ThreadPoolExecutor(12) as pool:
+            guesses = [pool.submit(_basic, server, tls, "herd", "guess") for _ in range(12)]
+            assert realm.proxy.wait_for_in_flight(1)
+            # One at the KDC, four waiting for it: the other seven are answered while
+            # the KDC still holds the first, instead of being held themselves.
+            early = []
+            for done in concurrent.futures.as_completed(guesses, timeout=20):
+                early.append(done.result())
+                if len(early) == 7:
+                    break
+            assert early == [429] * 7
+            realm.proxy.release()
+            statuses = sorted(g.result() for g in guesses)
+    finally:
+        realm.proxy.release()
+    assert statuses == [401] + [429] * 11

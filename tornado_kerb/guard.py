@@ -70,6 +70,7 @@ _SCHEMES = frozenset({"negotiate", "basic"})
 _LOCAL_NAME_CACHE = 4096
 # RFC 9110's safe methods: a page elsewhere may make a browser send them, harmlessly.
 _STUB = tornado.web.RequestHandler._unimplemented_method
+_WAITERS = 4  # rounds of per_principal logins that may wait on one user's attempts
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 # Sec-Fetch-Site values that say the request did not come from another origin's page.
 _OWN_SITE = frozenset({"same-origin", "none"})
@@ -166,8 +167,9 @@ class KerberosGuard:
         self.sessions = (
             None if session is None else SessionCookies(session, offered, self.policy.named_sids)
         )
-        # Set when a password attempt ends, for those waiting on limits (IOLoop only).
-        self._attempt_ended: asyncio.Event | None = None
+        # Per user name: an event set when one of its password attempts ends, and how
+        # many logins wait for it (IOLoop only).
+        self._attempts: dict[str, tuple[asyncio.Event, int]] = {}
         #: Failed password logins, counted (``None`` with ``login_limits`` off).
         self.limits = (
             LoginLimits(s.login_limits) if isinstance(s.login_limits, LoginLimitOptions) else None
@@ -612,16 +614,29 @@ class KerberosGuard:
         key, address = principal_key(principal), handler.request.remote_ip or ""
         deadline = time.monotonic() + self.settings.kdc_timeout
         while (wait := limits.begin(key, address)) == 0:
-            # The user's (or the address's) attempts at the KDC now would fill the limit
-            # if they failed: wait for one to end. Guesses sent all at once go five at a
-            # time; a user's own logins in parallel pass as soon as one succeeds.
-            if self._attempt_ended is None:
-                self._attempt_ended = asyncio.Event()
+            # That user's attempts at the KDC now would fill the limit if they failed:
+            # wait for one of them to end. Guesses sent all at once go per_principal at a
+            # time, and so do a user's own parallel logins; past a few rounds of waiters,
+            # the answer is 429 at once rather than a coroutine held for kdc_timeout.
+            ended, waiting = self._attempts.get(key, (None, 0))
+            if waiting >= _WAITERS * limits.opts.per_principal:
+                wait = 1
+                break
+            if ended is None:
+                ended = asyncio.Event()
+            self._attempts[key] = (ended, waiting + 1)
             try:
-                await asyncio.wait_for(self._attempt_ended.wait(), deadline - time.monotonic())
+                await asyncio.wait_for(ended.wait(), deadline - time.monotonic())
             except asyncio.TimeoutError:
                 wait = 1
                 break
+            finally:
+                ended_now, left = self._attempts.get(key, (None, 1))
+                if ended_now is ended:
+                    if left > 1:
+                        self._attempts[key] = (ended, left - 1)
+                    else:
+                        del self._attempts[key]
         if wait is not None:
             raise TooManyAttempts(wait)
         failed = proven = False
@@ -635,9 +650,10 @@ class KerberosGuard:
         finally:
             # Counted from begin() to here: guesses sent at once wait for each other.
             limits.end(key, address, failed=failed, proven=proven)
-            ended, self._attempt_ended = self._attempt_ended, None
-            if ended is not None:
-                ended.set()
+            # Wake only this user's waiters (a new event for those who come later).
+            waiters = self._attempts.pop(key, None)
+            if waiters is not None:
+                waiters[0].set()
 
     def refuse(
         self,

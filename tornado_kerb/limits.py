@@ -84,21 +84,24 @@ class LoginLimits:
     def begin(self, principal: str, address: str) -> int | None:
         """Let a password login of ``principal`` from ``address`` go to the KDC (``None``;
         call :meth:`end` when it has answered), or refuse it: the seconds until one may
-        be tried (for ``Retry-After``), or ``0`` when only attempts still at the KDC fill
-        the limit (wait for one to end, then ask again)."""
+        be tried (for ``Retry-After``), or ``0`` when only that user's attempts still at
+        the KDC fill the limit (wait for one of them to end, then ask again)."""
         now = time.monotonic()
         opts = self.opts
+        host_key = address_key(address)
         with self._lock:
+            # Looked up, not added: a refused attempt must not make room in the tables
+            # by pushing a locked name out.
+            user = self._principals.get(principal)
+            host = self._addresses.get(host_key)
+            user_wait = self._wait(user, opts.per_principal, now)
+            host_wait = self._wait(host, opts.per_address, now)
+            if host_wait is not None:
+                return max(1, math.ceil(host_wait))
+            if user_wait is not None:
+                return max(1, math.ceil(user_wait)) if user_wait > 0 else 0
             user = self._window(self._principals, principal, opts.per_principal, now)
-            host = self._window(self._addresses, address_key(address), opts.per_address, now)
-            waits = [
-                self._wait(user, opts.per_principal, now),
-                self._wait(host, opts.per_address, now),
-            ]
-            found = [w for w in waits if w is not None]
-            if found:
-                # 0: only attempts still at the KDC stand in the way; they decide soon.
-                return max(1, math.ceil(max(found))) if max(found) > 0 else 0
+            host = self._window(self._addresses, host_key, opts.per_address, now)
             user.pending += 1
             host.pending += 1
             return None
