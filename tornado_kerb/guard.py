@@ -121,7 +121,12 @@ class KerberosGuard:
         self.settings = KerberosSettings.from_mapping(settings)
         s = self.settings
         self.acceptor = Acceptor(
-            s.keytab, s.service, s.hostname, s4u2proxy=s.s4u2proxy, account=s.service_account
+            s.keytab,
+            s.service,
+            s.hostname,
+            s4u2proxy=s.s4u2proxy,
+            account=s.service_account,
+            hostnames=s.hostnames,
         )
         realm = s.realm or default_realm()
         if s.basic and not realm:
@@ -395,7 +400,8 @@ class KerberosGuard:
                 scheme, credentials = split_authorization(headers["Authorization"])
                 if scheme == "negotiate":
                     token = parse_negotiate(credentials)
-                    accepted = self.acceptor.accept(token, self._bindings if tls else None)
+                    bindings = self._bindings if tls else None
+                    accepted = self.acceptor.accept(token, bindings, request.host_name)
                     if self._require_binding and not accepted.channel_bound:
                         # On plain HTTP there is no channel to bind to: never bound.
                         raise AuthenticationFailed("unbound", "token not bound to a TLS channel")

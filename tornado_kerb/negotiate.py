@@ -19,7 +19,7 @@ from ._gss import keytab_error, translate
 from ._header import decode_base64
 from .claims import Claims, read_claims
 from .delegation import ConstrainedDelegation
-from .errors import AuthenticationFailed, KeytabError
+from .errors import AuthenticationFailed, KerberosError, KeytabError
 from .keytab import default_keytab, file_problem, inspect_keytab, keytab_path
 from .user import CredentialKind
 
@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 _NTLM_SIGNATURE = b"NTLMSSP\x00"
 # GSS_C_CHANNEL_BOUND_FLAG (MIT >= 1.19): the initiator's bindings matched ours.
 _CHANNEL_BOUND = 2048
+# Refusals that mean "not this key": with several names, the next name's key is tried.
+_ANOTHER_KEY = frozenset({"wrong-service", "bad-key", "wrong-kvno", "stale-keytab", "rejected"})
 # GSS_KRB5_GET_CRED_IMPERSONATOR: whom constrained-delegation credentials act for us.
 _IMPERSONATOR = gssapi.OID.from_int_seq("1.2.840.113554.1.2.2.5.14")
 
@@ -79,8 +81,17 @@ class Acceptor:
         *,
         s4u2proxy: bool = False,
         account: str | None = None,
+        hostnames: tuple[str, ...] = (),
     ):
         self.keytab = keytab or default_keytab()
+        #: Several host names (``hostnames``): tickets for any of them are accepted, for
+        #: no other name in the keytab; the request's ``Host`` picks whose key is tried
+        #: first. Empty: the one ``hostname`` (or any ``service/`` key without it).
+        self.hostnames = tuple(dict.fromkeys(((hostname,) if hostname else ()) + hostnames))
+        if len(self.hostnames) < 2:
+            self.hostnames = ()
+        else:
+            hostname = None  # delegation acts as one principal: the account's, or none
         #: Constrained delegation (S4U2Proxy): initiating credentials of our own, fetched
         #: in the background; ``None`` when the setting is off.
         self.delegation = (
@@ -99,6 +110,7 @@ class Acceptor:
         self.canonical_names = False
         self._lock = threading.Lock()
         self._creds: gssapi.Credentials | None = None
+        self._by_host: dict[str, gssapi.Credentials] = {}
         self._principal = ""
 
     def credentials(self) -> gssapi.Credentials:
@@ -116,12 +128,28 @@ class Acceptor:
         self.credentials()
         return self._principal
 
-    def accept(self, token: bytes, bindings: gssapi.raw.ChannelBindings | None = None) -> Accepted:
+    def accept(
+        self,
+        token: bytes,
+        bindings: gssapi.raw.ChannelBindings | None = None,
+        host: str | None = None,
+    ) -> Accepted:
         """Run one acceptor step; the context must complete in this single step.
 
         With ``bindings`` a token bound to another channel fails (``bad-bindings``); one
-        bound to none is accepted with ``channel_bound`` false (MIT >= 1.19)."""
+        bound to none is accepted with ``channel_bound`` false (MIT >= 1.19). ``host``:
+        the request's host name, whose key is tried first when there are several."""
         creds = self.credentials()
+        if self.hostnames:
+            return self._accept_any(token, bindings, host)
+        return self._step(token, creds, bindings)
+
+    def _step(
+        self,
+        token: bytes,
+        creds: gssapi.Credentials,
+        bindings: gssapi.raw.ChannelBindings | None,
+    ) -> Accepted:
         if self.delegation is not None:
             # Until our own TGT is there (or while the KDC is away): no constrained
             # delegation for this login, but a login all the same.
@@ -177,6 +205,24 @@ class Acceptor:
         bound = bindings is not None and bool(int(result.flags) & _CHANNEL_BOUND)
         return Accepted(principal, result.token, delegated, expires, kind, bound, claims)
 
+    def _accept_any(
+        self, token: bytes, bindings: gssapi.raw.ChannelBindings | None, host: str | None
+    ) -> Accepted:
+        # One set of credentials per name: MIT takes a ticket only for its acceptor's
+        # name (or a name with the same key). The request's Host first, then the others.
+        first = self._by_host.get((host or "").lower())
+        tried = [first] if first is not None else []
+        tried += [c for c in self._by_host.values() if c is not first]
+        failure: KerberosError | None = None
+        for creds in tried:
+            try:
+                return self._step(token, creds, bindings)
+            except AuthenticationFailed as err:
+                if err.reason not in _ANOTHER_KEY:
+                    raise
+                failure = failure or err
+        raise failure or AuthenticationFailed("wrong-service", "no acceptor name")
+
     def _check_still_readable(self) -> None:
         # A keytab removed or made unreadable after start-up fails every accept: say so
         # loudly instead of blaming each client.
@@ -187,11 +233,23 @@ class Acceptor:
 
     def _acquire(self) -> gssapi.Credentials:
         # Check first: krb5's own errors for a bad keytab name no file and no principal.
-        self._principal = inspect_keytab(self.keytab).check(self._service, self._hostname)
+        report = inspect_keytab(self.keytab)
+        self._principal = report.check(self._service, self._hostname)
         try:
-            creds = gssapi.Credentials(
-                name=self._name, usage="accept", store={"keytab": self.keytab}
-            )
+            if self.hostnames:
+                by_host = {}
+                for host in self.hostnames:
+                    report.check(self._service, host)  # each one: say which is missing
+                    name = gssapi.Name(f"{self._service}@{host}", gssapi.NameType.hostbased_service)
+                    by_host[host.lower()] = gssapi.Credentials(
+                        name=name, usage="accept", store={"keytab": self.keytab}
+                    )
+                self._by_host = by_host
+                creds = next(iter(by_host.values()))
+            else:
+                creds = gssapi.Credentials(
+                    name=self._name, usage="accept", store={"keytab": self.keytab}
+                )
         except GSSError as err:
             raise keytab_error(self.keytab, err) from None
         log.info("acceptor credentials acquired from keytab %s", self.keytab)

@@ -93,6 +93,10 @@ class KerberosSettings:
     service: str = "HTTP"
     #: Accept only ``service/hostname``; ``None`` accepts any ``service/`` key in the keytab.
     hostname: str | None = None
+    #: Several host names (``["www.example.com", "example.com"]``): tickets for any of
+    #: them are accepted, for no other name in the keytab; the request's ``Host`` picks
+    #: the key tried first. With ``hostname`` too, it counts as one of them.
+    hostnames: tuple[str, ...] = ()
     #: Realm appended to bare Basic user names and shown in the Basic challenge.
     realm: str | None = None
     #: Offer and accept Basic (only ever on TLS connections).
@@ -186,6 +190,8 @@ class KerberosSettings:
         put("keytab", _path("keytab", self.keytab))
         put("service", _name("service", self.service, optional=False))
         put("hostname", _name("hostname", self.hostname, optional=True))
+        names = () if self.hostnames in ((), []) else _strings("hostnames", self.hostnames)
+        put("hostnames", tuple(str(_name("hostnames", n, optional=False)) for n in names))
         put("realm", _name("realm", self.realm, optional=True))
         _flag("basic", self.basic)
         _flag("s4u2proxy", self.s4u2proxy)
