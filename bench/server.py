@@ -95,7 +95,14 @@ def make_app(kind: str, keytab: str) -> tornado.web.Application:
     if kind == "plain":
         return tornado.web.Application([(r"/", PlainHandler)], log_function=_quiet)
     if kind in _KERB_SETTINGS:
-        settings = {"keytab": keytab, "hostname": "localhost", **_KERB_SETTINGS[kind]}
+        settings = {
+            "keytab": keytab,
+            "hostname": "localhost",
+            # The load generator is the "proxy" that says X-Forwarded-Proto: https (see
+            # above): only a trusted proxy's word counts.
+            "trusted_proxies": ["127.0.0.1"],
+            **_KERB_SETTINGS[kind],
+        }
         return tornado.web.Application(
             [(r"/", KerbHandler)],
             kerberos=settings,

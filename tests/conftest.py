@@ -186,8 +186,11 @@ def tls(tmp_path_factory: pytest.TempPathFactory) -> TLS:
 class Server:
     """A Tornado server on its own IOLoop thread, so blocking clients can call it."""
 
-    def __init__(self, app: tornado.web.Application, ssl_ctx: ssl.SSLContext | None) -> None:
+    def __init__(
+        self, app: tornado.web.Application, ssl_ctx: ssl.SSLContext | None, xheaders: bool = False
+    ) -> None:
         self.scheme = "https" if ssl_ctx else "http"
+        self._xheaders = xheaders
         self._ready = threading.Event()
         self.app = app
         self._ssl = ssl_ctx
@@ -200,7 +203,9 @@ class Server:
         self._loop = asyncio.get_running_loop()
         self._stopped = asyncio.Event()
         sockets = tornado.netutil.bind_sockets(0, "localhost")
-        server = tornado.httpserver.HTTPServer(self.app, ssl_options=self._ssl)
+        server = tornado.httpserver.HTTPServer(
+            self.app, ssl_options=self._ssl, xheaders=self._xheaders
+        )
         server.add_sockets(sockets)
         self.port = sockets[0].getsockname()[1]
         self._ready.set()
@@ -226,10 +231,15 @@ def serve(tls: TLS) -> Iterator[ServeFn]:
     servers: list[Server] = []
 
     def start(
-        handlers: list[Any], kerberos: Any = None, *, https: bool = False, **app_settings: Any
+        handlers: list[Any],
+        kerberos: Any = None,
+        *,
+        https: bool = False,
+        xheaders: bool = False,
+        **app_settings: Any,
     ) -> Server:
         app = tornado.web.Application(handlers, kerberos=kerberos, **app_settings)
-        server = Server(app, tls.server_context() if https else None)
+        server = Server(app, tls.server_context() if https else None, xheaders)
         servers.append(server)
         return server
 

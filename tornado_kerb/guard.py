@@ -51,6 +51,7 @@ from .login import routes as login_routes
 from .login import safe_next, sign_in, write_page
 from .negotiate import Accepted, Acceptor, parse_negotiate
 from .policy import Policy
+from .proxies import Proxies
 from .reasons import Outcome, Reason, outcome_for
 from .refusals import Refusals
 from .session import BasicCache, Session, SessionCookies, require_secret
@@ -145,6 +146,8 @@ class KerberosGuard:
         self.kdc = KDCPool(s.kdc_workers, s.kdc_queue, s.kdc_timeout)
         self._mapped = functools.lru_cache(maxsize=_LOCAL_NAME_CACHE)(self._map_local_name)
         self.basic_cache = BasicCache(s.basic_cache) if s.basic_cache else None
+        #: Whose word on the scheme and the client's address counts (``trusted_proxies``).
+        self.proxies = Proxies(s.trusted_proxies)
         self._bindings: gssapi.raw.ChannelBindings | None = None
         if s.channel_binding != "off" and s.tls_certificate is not None:
             try:
@@ -170,7 +173,9 @@ class KerberosGuard:
             ("negotiate", "basic") if self._basic_on or s.login_form else ("negotiate",)
         )
         self.sessions = (
-            None if session is None else SessionCookies(session, offered, self.policy.named_sids)
+            None
+            if session is None
+            else SessionCookies(session, offered, self.policy.named_sids, self.proxies.scheme)
         )
         # Per user name: an event set when one of its password attempts ends, and how
         # many logins wait for it (IOLoop only).
@@ -383,7 +388,7 @@ class KerberosGuard:
             # options() (the application's CORS answer) as nobody, never to a 401.
             handler.current_user = None
             return None
-        tls = request.protocol == "https"
+        tls = self.proxies.scheme(request) == "https"
         scheme = ""
         try:
             if (
@@ -426,7 +431,7 @@ class KerberosGuard:
                     raise AuthenticationFailed("unsupported-scheme")
             # Only without credentials in the request: a fresh login always wins.
             if self.sessions is not None:
-                user = self.sessions.read(handler, self._session_user)
+                user = self.sessions.read(handler, self._session_user, tls)
                 # Checked again each time, not only when the cookie was first verified:
                 # the groups allowed move when the directory's names resolve anew.
                 if user is not None and not (
@@ -455,7 +460,8 @@ class KerberosGuard:
             return site.strip().lower() not in _OWN_SITE
         if origin is None:
             return False  # not a browser, or one too old to say: nothing to go by
-        return normal_origin(origin) != normal_origin(f"{request.protocol}://{request.host}")
+        own = f"{self.proxies.scheme(request)}://{request.host}"
+        return normal_origin(origin) != normal_origin(own)
 
     def challenge(self, handler: Handler) -> NoReturn:
         """Answer 401 with the challenges now, whoever is logged in, and raise
@@ -617,7 +623,7 @@ class KerberosGuard:
         limits = self.limits
         if limits is None:
             return await self.kdc.prove(principal, password, self.acceptor)
-        key, address = principal_key(principal), handler.request.remote_ip or ""
+        key, address = principal_key(principal), self.proxies.client(handler.request)
         deadline = time.monotonic() + self.settings.kdc_timeout
         while (wait := limits.begin(key, address)) == 0:
             # That user's attempts at the KDC now would fill the limit if they failed:

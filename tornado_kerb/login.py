@@ -113,7 +113,7 @@ async def sign_in(
     ``login_limits``), set the session cookie, 303 to ``next_url``; a refused password
     shows the form again, with one message whatever the reason."""
     peer = handler.request.remote_ip
-    if guard.sessions is None or handler.request.protocol != "https":
+    if guard.sessions is None or guard.proxies.scheme(handler.request) != "https":
         # No cookie to sign in with, or a password in clear: refuse before reading it.
         log.info("sign-in form used without sessions or TLS from %s", peer)
         raise tornado.web.HTTPError(403, "sign-in needs HTTPS and sessions")
@@ -210,7 +210,7 @@ class _GuardedRoute(tornado.web.RequestHandler):
     def usable(self) -> bool:
         """Whether a password may be typed here: TLS, and sessions to sign in with."""
         guard = self.kerberos_guard()
-        return guard.sessions is not None and self.request.protocol == "https"
+        return guard.sessions is not None and guard.proxies.scheme(self.request) == "https"
 
 
 class LoginHandler(_GuardedRoute):

@@ -172,7 +172,7 @@ class Refusals:
                 log.warning("Kerberos logins work again (%s)", what)
 
     def offers_basic(self, handler: Handler) -> bool:
-        return self._basic_on and handler.request.protocol == "https"
+        return self._basic_on and self._guard.proxies.scheme(handler.request) == "https"
 
     def answer(
         self, handler: Handler, status: int, reason: str, principal: str | None = None
@@ -237,6 +237,6 @@ class Refusals:
         sign-in form, not a Basic challenge (which would pop up the browser's box)."""
         return (
             self._login_form is not None
-            and handler.request.protocol == "https"
+            and self._guard.proxies.scheme(handler.request) == "https"
             and "text/html" in handler.request.headers.get("Accept", "")
         )

@@ -277,8 +277,11 @@ class SessionCookies:
         opts: SessionOptions,
         mechanisms: Collection[Mechanism],
         keep: Callable[[], Collection[str]] = frozenset,
+        scheme: Callable[[tornado.httputil.HTTPServerRequest], str] | None = None,
     ) -> None:
         self.opts = opts
+        # The request's real scheme (a trusted proxy's word, see tornado_kerb.proxies).
+        self._scheme = scheme or _protocol
         # The group SIDs the guard's settings name: all a cookie keeps of a user in
         # too many groups to fit.
         self._keep = keep
@@ -286,13 +289,18 @@ class SessionCookies:
         self._verified: dict[str, _Verified] = {}
         self._by_header: dict[str, _Verified] = {}
 
-    def read(self, handler: RequestHandler, make_user: UserFactory) -> KerberosUser | None:
+    def read(
+        self, handler: RequestHandler, make_user: UserFactory, tls: bool | None = None
+    ) -> KerberosUser | None:
         """The user of the request's valid session cookie, or ``None``: a cookie that is
         tampered, expired, malformed, signed by another application, of a mechanism not
-        offered, or whose principal ``make_user`` refuses is ignored and cleared."""
+        offered, or whose principal ``make_user`` refuses is ignored and cleared. ``tls``:
+        whether the request came over TLS, when the caller knows (see ``trusted_proxies``)."""
         opts = self.opts
         request = handler.request
-        if not opts.http and request.protocol != "https":
+        if tls is None:
+            tls = self._scheme(request) == "https"
+        if not opts.http and not tls:
             return None  # never set on plain HTTP, so never taken there either
         headers = request.headers
         if "Cookie" not in headers:
@@ -349,7 +357,7 @@ class SessionCookies:
         """Set the cookie after a fresh login: never longer than the user's ticket, never
         on plain HTTP unless the ``http`` option says so."""
         opts = self.opts
-        tls = handler.request.protocol == "https"
+        tls = self._scheme(handler.request) == "https"
         if not tls and not opts.http:
             return  # a cookie sniffed off plain HTTP would be as good as a password
         now = time.time()
@@ -380,6 +388,10 @@ class SessionCookies:
             # A __Secure-/__Host- cookie can be cleared only by a Secure Set-Cookie.
             secure=opts.name.startswith(("__Secure-", "__Host-")),
         )
+
+
+def _protocol(request: tornado.httputil.HTTPServerRequest) -> str:
+    return request.protocol
 
 
 def _remember(cache: dict[str, _Verified], key: str, entry: _Verified) -> None:

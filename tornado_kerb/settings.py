@@ -13,6 +13,7 @@ from typing import Any, Literal
 from .errors import ConfigurationError
 from .limits import LoginLimitOptions
 from .pac import is_sid
+from .proxies import Proxies
 from .session import BasicCacheOptions, SessionOptions, options
 
 __all__ = ["KerberosSettings"]
@@ -142,6 +143,11 @@ class KerberosSettings:
     cross_site: CrossSite = "refuse"
     #: Origins (``"https://app.example.com"``) whose pages may send unsafe requests here.
     trusted_origins: tuple[str, ...] = ()
+    #: Reverse proxies (addresses or networks, ``["10.0.0.0/8"]``) whose
+    #: ``X-Forwarded-Proto``/``X-Real-IP`` count: the scheme that decides Basic, the form
+    #: and ``Secure`` cookies, and the address the guessing limits count. From any other
+    #: peer no forwarded header counts, whatever Tornado's ``xheaders`` says.
+    trusted_proxies: tuple[str, ...] = ()
     #: Groups whose members may log in: SIDs (``"S-1-5-21-…-1104"``) or names
     #: (``"EXAMPLE\\web-users"``, ``"web-users@example.com"``, ``"web-users"``) resolved over
     #: LDAP at start-up. Group membership comes from the ticket's PAC (Active Directory,
@@ -207,6 +213,13 @@ class KerberosSettings:
                 f"not {self.cross_site!r}"
             )
         put("trusted_origins", _origins(self.trusted_origins))
+        proxies = (
+            ()
+            if self.trusted_proxies in ((), [])
+            else _strings("trusted_proxies", self.trusted_proxies)
+        )
+        Proxies(proxies)  # a bad address or network: ConfigurationError naming it
+        put("trusted_proxies", proxies)
         put("tls_certificate", _path("tls_certificate", self.tls_certificate))
         if self.channel_binding == "require" and self.tls_certificate is None:
             raise ConfigurationError(
