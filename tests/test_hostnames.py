@@ -97,3 +97,25 @@ def test_constrained_delegation_with_several_names_and_no_account_stays_off(
         assert "hostname" in guard.delegation_problem
     finally:
         guard.close()
+
+
+def test_doctor_checks_every_name(keytab: str) -> None:
+    from tornado_kerb import doctor
+
+    checks = doctor.run(keytab, hostname=NAMES[0], hostnames=[NAMES[1]])
+    by_name = [(c.name, c.status) for c in checks]
+    assert ("spn", "OK") in by_name
+    round_trips = [c for c in checks if c.name == "end-to-end"]
+    assert [c.status for c in round_trips] == ["OK", "OK"]
+    assert {n for n in NAMES if any(n in c.detail for c in round_trips)} == set(NAMES)
+    missing = doctor.run(keytab, hostname=NAMES[0], hostnames=["absent.multi.test"])
+    (spn,) = [c for c in missing if c.name == "spn"]
+    assert spn.status == "FAIL" and "absent.multi.test" in spn.detail
+
+
+def test_doctor_takes_hostname_once_per_name(keytab: str) -> None:
+    from tornado_kerb.__main__ import main
+
+    argv = ["doctor", "--keytab", keytab, "--hostname", NAMES[0], "--hostname", "absent.multi.test"]
+    assert main(argv) == 1  # the second name is not in the keytab: FAIL
+    assert main(["doctor", "--keytab", keytab, "--hostname", NAMES[0], "--hostname", NAMES[1]]) == 0

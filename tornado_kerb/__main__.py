@@ -48,8 +48,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     check.add_argument(
         "--hostname",
-        default=_DEFAULTS.hostname,
-        help="host part of the principal (default: the --url host, else any)",
+        action="append",
+        help="host part of the principal (default: the --url host, else any); give it "
+        "once per host name the service answers to (the 'hostnames' setting)",
     )
     check.add_argument(
         "--realm",
@@ -69,13 +70,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         # The same validation as the application setting: a bad name fails here, not later.
+        names = args.hostname or []
         settings = KerberosSettings(
-            keytab=args.keytab, service=args.service, hostname=args.hostname, realm=args.realm
+            keytab=args.keytab,
+            service=args.service,
+            hostname=names[0] if names else None,
+            hostnames=tuple(names[1:]),
+            realm=args.realm,
         )
     except ConfigurationError as err:
         parser.error(str(err))
     checks = doctor.run(
-        settings.keytab, settings.service, settings.hostname, settings.realm, args.url
+        settings.keytab,
+        settings.service,
+        settings.hostname,
+        settings.realm,
+        args.url,
+        hostnames=settings.hostnames,
     )
     print(doctor.render_json(checks) if args.json else doctor.render_text(checks))
     return doctor.exit_code(checks)

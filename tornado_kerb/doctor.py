@@ -110,19 +110,23 @@ def run(
     hostname: str | None = None,
     realm: str | None = None,
     url: str | None = None,
+    *,
+    hostnames: Sequence[str] = (),
 ) -> list[Check]:
     """Run every check and return the findings, in order: one :class:`Check` per name of
     :data:`CheckName` (``end-to-end`` once per SPN), ``SKIP`` for those that could not run.
 
     The arguments mean what :class:`~tornado_kerb.KerberosSettings` says; ``url`` is the
-    address users type, whose host (unless ``hostname`` is given) is the host we serve.
+    address users type, whose host (unless ``hostname`` is given) is the host we serve;
+    ``hostnames``: more host names served from the same keytab (each must be in it, and
+    each gets its end-to-end check).
     """
     url_host = _url_host(url) if url is not None else None
     hostname = hostname or url_host
     conf = _Krb5Conf.find()
     report = inspect_keytab(keytab)
     known_realm = realm or default_realm()
-    checks = list(_keytab_checks(report, service, hostname, known_realm))
+    checks = list(_keytab_checks(report, service, hostname, known_realm, hostnames))
     checks += _config_checks(realm, report, service, hostname, conf)
     canonical = None
     if url is not None:
@@ -141,6 +145,8 @@ def run(
         checks += _no_end_to_end("needs a keytab to accept a ticket with (see keytab)")
         return [*checks, _account(report, known_realm or "")]
     spns = report.ours(service, hostname)
+    for more in hostnames:
+        spns += report.ours(service, more)
     if canonical and canonical != hostname:
         spns += report.ours(service, canonical)
     if not spns:
@@ -231,7 +237,11 @@ class _Krb5Conf:
 
 
 def _keytab_checks(
-    report: KeytabReport, service: str, hostname: str | None, realm: str | None
+    report: KeytabReport,
+    service: str,
+    hostname: str | None,
+    realm: str | None,
+    hostnames: Sequence[str] = (),
 ) -> Iterator[Check]:
     where = report.path or report.name
     if report.problem:
@@ -247,7 +257,19 @@ def _keytab_checks(
         return
     yield Check("OK", "principals", _describe_entries(report))
     ours = report.ours(service, hostname)
-    if ours:
+    missing = [h for h in hostnames if not report.ours(service, h)]
+    if ours and missing:
+        yield Check(
+            "FAIL",
+            "spn",
+            f"holds {', '.join(ours)} but no key for "
+            + ", ".join(_wanted(service, h, realm) for h in missing),
+            f"extract {service}/{missing[0]}@{realm or 'REALM'} into this keytab ({_EXTRACT}), "
+            "or drop that name from 'hostnames'",
+        )
+    elif ours:
+        for more in hostnames:
+            ours += report.ours(service, more)
         anyhost = "" if hostname else f" (no hostname given: any {service}/ key is accepted)"
         yield Check("OK", "spn", f"holds {', '.join(ours)}{anyhost}")
     else:
