@@ -48,6 +48,10 @@ fi
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 [ -f "$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["include"])')/Python.h" ] \
   || need+=(python3-dev)
+# nginx in front of two Tornado processes: tests/test_nginx.py runs a private one (never the
+# system service). TORNADO_KERB_NO_NGINX=1 skips those tests.
+new_nginx=0
+have nginx || { need+=(nginx-light); new_nginx=1; }
 # The demo's browser tests: Firefox ESR, Chromium, and certutil to trust the development CA.
 if [ "${TORNADO_KERB_NO_BROWSER:-}" != 1 ]; then
   have firefox-esr || need+=(firefox-esr)
@@ -70,12 +74,15 @@ echo "installing: ${need[*]}"
 $sudo apt-get update -q
 $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}"
 
-# Debian starts (or enables) smbd, nmbd, winbind and samba-ad-dc on install where services
-# may start (not in containers with a policy-rc.d). A system samba-ad-dc would take ports
-# 88 and 389 on every address, and the tests never use any of them: stop and disable what
-# this run just installed, never a samba the machine had before.
-if [ "$new_samba" = 1 ]; then
-  for svc in samba-ad-dc smbd nmbd winbind; do
+# Debian starts (or enables) smbd, nmbd, winbind, samba-ad-dc and nginx on install where
+# services may start (not in containers with a policy-rc.d). A system samba-ad-dc would take
+# ports 88 and 389 on every address, nginx port 80, and the tests never use any of them:
+# stop and disable what this run just installed, never one the machine had before.
+services=()
+[ "$new_samba" = 1 ] && services+=(samba-ad-dc smbd nmbd winbind)
+[ "$new_nginx" = 1 ] && services+=(nginx)
+if [ ${#services[@]} -gt 0 ]; then
+  for svc in "${services[@]}"; do
     if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
       $sudo systemctl disable --now "$svc" >/dev/null 2>&1 || true
     elif [ -x "/etc/init.d/$svc" ]; then
