@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 import requests
+import requests_gssapi
 import tornado.httpclient
 import tornado.httpserver
 import tornado.netutil
@@ -46,7 +47,12 @@ class Whoami(KerberosAuthMixin, tornado.web.RequestHandler):
     def get(self) -> None:
         user = self.current_user
         self.write(
-            {"principal": user.principal, "from_session": user.from_session, "pid": os.getpid()}
+            {
+                "principal": user.principal,
+                "from_session": user.from_session,
+                "pid": os.getpid(),
+                "bound": user.channel_bound,
+            }
         )
 
 
@@ -57,7 +63,7 @@ class Echo(KerberosAuthMixin, tornado.websocket.WebSocketHandler):
         self.write_message(f"{self.current_user.principal} via {os.getpid()}: {message!s}")
 
 
-async def backend(keytab: str, trusted: str, secret: str) -> None:
+async def backend(keytab: str, trusted: str, certificate: str, secret: str) -> None:
     library = logging.getLogger("tornado_kerb")  # refusals and their reasons, on stderr
     library.setLevel(logging.INFO)
     library.addHandler(logging.StreamHandler())
@@ -66,6 +72,9 @@ async def backend(keytab: str, trusted: str, secret: str) -> None:
         "hostname": "localhost",
         "session": True,
         "trusted_proxies": [trusted],
+        # Behind a TLS-terminating proxy, tokens are bound to the proxy's TLS channel:
+        # the bindings come from its certificate.
+        "tls_certificate": certificate,
     }
     app = tornado.web.Application(
         [(r"/whoami", Whoami), (r"/ws", Echo)], kerberos=kerberos, cookie_secret=secret
@@ -116,7 +125,14 @@ def site(realm: Realm, tls: TLS, tmp_path_factory: pytest.TempPathFactory) -> It
             log = logs / f"backend{i}.log"
             with log.open("wb") as stderr:
                 proc = subprocess.Popen(
-                    [sys.executable, "-m", "tests.test_nginx", realm.keytab, NGINX_SOURCE],
+                    [
+                        sys.executable,
+                        "-m",
+                        "tests.test_nginx",
+                        realm.keytab,
+                        NGINX_SOURCE,
+                        tls.cert,
+                    ],
                     cwd=ROOT,
                     env=env,
                     stdin=subprocess.PIPE,
@@ -261,9 +277,20 @@ def test_a_forged_https_straight_at_a_backend_gets_no_basic(site: Site, realm: R
 
 
 if __name__ == "__main__":
-    asyncio.run(backend(sys.argv[1], sys.argv[2], sys.stdin.readline().strip()))
+    asyncio.run(backend(sys.argv[1], sys.argv[2], sys.argv[3], sys.stdin.readline().strip()))
 
 
 def test_the_readme_shows_the_config_this_test_runs() -> None:
     readme = (pathlib.Path(__file__).parent.parent / "README.md").read_text()
     assert site_config(["10.0.0.11:8000", "10.0.0.12:8000"]).rstrip("\n") in readme
+
+
+def test_a_client_bound_to_nginx_s_tls_channel_is_bound_at_the_backend(site: Site) -> None:
+    # requests-gssapi binds its token to the certificate of the TLS connection it made:
+    # nginx's. The backend, given that certificate, sees the binding hold.
+    bound = requests_gssapi.HTTPSPNEGOAuth(channel_bindings="tls-server-end-point")
+    answer = get(site, "/whoami", auth=bound)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["bound"] is True
+    unbound = get(site, "/whoami", headers={"Authorization": negotiate_header()})
+    assert unbound.json()["bound"] is False
