@@ -3,8 +3,9 @@
 Basic and the sign-in form take passwords only over TLS, session cookies are ``Secure`` on
 TLS, and the guessing limits count client addresses: all of it must not believe a client
 that *says* it came over HTTPS, or from another address. So ``X-Forwarded-Proto`` (or
-``X-Scheme``) and ``X-Real-IP`` (or the last ``X-Forwarded-For`` hop) count only from the
-peers in ``trusted_proxies``, and never otherwise, whatever Tornado's ``xheaders`` says.
+``X-Scheme``) and ``X-Real-IP`` (or ``X-Forwarded-For``), as Tornado's ``xheaders=True``
+reads them into ``request.protocol`` and ``request.remote_ip``, count only from the peers
+in ``trusted_proxies``; from any other peer the connection's own scheme and address do.
 
 Tornado keeps the connection's own address and scheme, before ``xheaders`` rewrites them,
 only in private attributes of the request's connection context (``_orig_remote_ip``,
@@ -55,25 +56,17 @@ class Proxies:
             own = request.protocol
         if not self._nets or not self._trusted(request):
             return own
-        said = request.headers.get("X-Forwarded-Proto") or request.headers.get("X-Scheme")
-        if said:
-            # A proxy appends its own hop: the last one is the one in front of us.
-            last = said.rsplit(",", 1)[-1].strip().lower()
-            if last in ("http", "https"):
-                return last
-        return own
+        # A trusted proxy: Tornado's xheaders has read its X-Forwarded-Proto (or X-Scheme)
+        # into request.protocol already (without xheaders, nothing is read: its own).
+        return request.protocol
 
     def client(self, request: tornado.httputil.HTTPServerRequest) -> str:
         """The client's address: the connection's peer, or what a trusted proxy says."""
         own = _own(request, "_orig_remote_ip", request.remote_ip or "")
         if not self._nets or not self._trusted(request):
             return own
-        said = request.headers.get("X-Real-IP") or request.headers.get("X-Forwarded-For", "")
-        last = said.rsplit(",", 1)[-1].strip()
-        try:
-            return str(ipaddress.ip_address(last))
-        except ValueError:
-            return own
+        # Tornado's xheaders put the proxy's X-Real-IP (or X-Forwarded-For hop) there.
+        return request.remote_ip or own
 
     def _trusted(self, request: tornado.httputil.HTTPServerRequest) -> bool:
         peer = _own(request, "_orig_remote_ip", request.remote_ip or "")
