@@ -834,3 +834,23 @@ def test_the_core_package_never_imports_jupyter() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(("trusted", "secure_cookie"), [("127.0.0.1", True), ("10.0.0.1", False)])
+def test_behind_a_proxy_the_login_cookie_follows_trusted_proxies(
+    realm: Any, tmp_path: pathlib.Path, trusted: str, secure_cookie: bool
+) -> None:
+    # Plain HTTP from 127.0.0.1, saying X-Forwarded-Proto: https, as nginx in front of a
+    # TLS listener would: believed only from a trusted proxy, whatever trust_xheaders says.
+    options = (
+        "--ServerApp.trust_xheaders=True",
+        f"--KerberosIdentityProvider.trusted_proxies={trusted}",
+    )
+    with _jupyter(realm, tmp_path, ONLY_USER, *options) as proxied:
+        headers = {"X-Forwarded-Proto": "https"}
+        r = requests.get(f"{proxied.url}/api/me", auth=_auth(realm), headers=headers, timeout=10)
+        assert r.status_code == 200, r.text
+        if secure_cookie:
+            assert "secure" in _set_cookie(r)[2]
+        else:
+            assert "Set-Cookie" not in r.headers  # plain HTTP, as far as it can tell

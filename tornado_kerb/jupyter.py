@@ -122,6 +122,12 @@ class KerberosIdentityProvider(IdentityProvider):
         config=True,
         help="Longest life in seconds of a login cookie (never longer than the user's ticket).",
     )
+    trusted_proxies = _Names(
+        config=True,
+        help="Reverse proxies (addresses or networks) whose X-Forwarded-Proto counts, with "
+        "ServerApp.trust_xheaders: the login cookie is set and taken over what they say is "
+        "HTTPS. From any other peer the connection's own scheme counts.",
+    )
     login_cookie_http = Bool(
         False,
         config=True,
@@ -174,6 +180,8 @@ class KerberosIdentityProvider(IdentityProvider):
                 settings["realms"] = "*" if list(self.realms) == ["*"] else tuple(self.realms)
             if self.allowed_principals:
                 settings["allowed_principals"] = tuple(self.allowed_principals)
+            if self.trusted_proxies:
+                settings["trusted_proxies"] = tuple(self.trusted_proxies)
             self._guard = _JupyterGuard(self, settings)
         return self._guard
 
@@ -215,7 +223,8 @@ class KerberosIdentityProvider(IdentityProvider):
         :meth:`authorize` (403 when it says no). ``None`` for no cookie, or one that has
         expired, is malformed or whose principal is no longer allowed (Jupyter then
         clears it, and the Kerberos challenge follows)."""
-        if handler.request.protocol != "https" and not self.login_cookie_http:
+        tls = self.guard.proxies.scheme(handler.request) == "https"
+        if not tls and not self.login_cookie_http:
             return None  # never set on plain HTTP, so never taken there either
         raw = handler.get_signed_cookie(
             self.get_cookie_name(handler), **self.get_secure_cookie_kwargs
@@ -267,7 +276,7 @@ class KerberosIdentityProvider(IdentityProvider):
     def _start_session(
         self, handler: tornado.web.RequestHandler, user: User, kuser: KerberosUser
     ) -> None:
-        tls = handler.request.protocol == "https"
+        tls = self.guard.proxies.scheme(handler.request) == "https"
         if not tls and not self.login_cookie_http:
             return  # a cookie sniffed off plain HTTP would be as good as the ticket
         now = time.time()
