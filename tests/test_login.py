@@ -229,29 +229,40 @@ def test_basic_alone_is_limited_too(serve: ServeFn, realm: Realm, tls: TLS) -> N
     assert [attempt(), attempt(), attempt()] == [401, 401, 429]
 
 
+def attempt(
+    limits: LoginLimits, principal: str, address: str, *, failed: bool = False, proven: bool = False
+) -> int | None:
+    """One password login as the guard makes it: begin(), and if let through, end() with
+    what the KDC said. The wait begin() answered (``None``: let through)."""
+    wait = limits.begin(principal, address)
+    if wait is None:
+        limits.end(principal, address, failed=failed, proven=proven)
+    return wait
+
+
+def fail(limits: LoginLimits, principal: str, address: str) -> None:
+    assert attempt(limits, principal, address, failed=True) is None
+
+
 def test_limits_are_a_sliding_window_with_bounded_memory() -> None:
     limits = LoginLimits(LoginLimitOptions(per_principal=2, per_address=3, window=1, entries=4))
-    assert limits.retry_after("a", "1.1.1.1") is None
-    limits.failed("a", "1.1.1.1")
-    limits.failed("a", "1.1.1.1")
-    assert limits.retry_after("a", "9.9.9.9") == 1  # the user, from anywhere
-    assert limits.retry_after("b", "1.1.1.1") is None
-    limits.failed("b", "1.1.1.1")
-    assert limits.retry_after("c", "1.1.1.1") == 1  # the address, for anyone
-    limits.succeeded("a")  # a good password forgives the user, not the address
-    assert limits.retry_after("a", "9.9.9.9") is None
-    for n in range(50):
-        limits.failed(f"u{n}", f"10.0.0.{n}")
-    assert len(limits._principals) <= 4 and len(limits._addresses) <= 4
+    assert attempt(limits, "a", "1.1.1.1") is None
+    fail(limits, "a", "1.1.1.1")
+    attempt(limits, "a", "9.9.9.9", proven=True)  # a good password forgives the user...
+    fail(limits, "a", "1.1.1.1")
+    assert attempt(limits, "a", "9.9.9.9") is None  # ...so one failure since: not locked
+    fail(limits, "a", "1.1.1.1")
+    assert attempt(limits, "a", "9.9.9.9") == 1  # the user, from anywhere
+    assert attempt(limits, "b", "1.1.1.1") == 1  # the address (3 failures), for anyone
+    assert attempt(limits, "b", "8.8.8.8") is None
     # The window slides: a failure a window old no longer counts.
-    limits.failed("a", "2.2.2.2")
-    limits.failed("a", "2.2.2.2")
-    wait = limits.retry_after("a", "3.3.3.3")
-    assert wait == 1
     deadline = time.monotonic() + 5
-    while limits.retry_after("a", "3.3.3.3") is not None and time.monotonic() < deadline:
+    while attempt(limits, "a", "3.3.3.3") is not None and time.monotonic() < deadline:
         time.sleep(0.05)  # polling a clock, not synchronising with anything
-    assert limits.retry_after("a", "3.3.3.3") is None
+    assert attempt(limits, "a", "3.3.3.3") is None
+    for n in range(50):
+        fail(limits, f"u{n}", f"10.0.0.{n}")
+    assert len(limits._principals) <= 4 and len(limits._addresses) <= 4
     # One count per account, whatever the form the name was typed in.
     assert principal_key("alice\\@corp.example@REALM") == principal_key("ALICE@REALM")
 
@@ -444,20 +455,20 @@ def test_an_async_negotiate_callable_is_refused(realm: Realm) -> None:
 
 def test_a_flood_of_other_names_does_not_wipe_a_locked_user() -> None:
     limits = LoginLimits(LoginLimitOptions(per_principal=2, per_address=10**6, entries=50))
-    limits.failed("victim", "10.0.0.1")
-    limits.failed("victim", "10.0.0.1")
+    fail(limits, "victim", "10.0.0.1")
+    fail(limits, "victim", "10.0.0.1")
     for n in range(500):
-        limits.failed(f"other{n}", f"10.1.{n // 250}.{n % 250}")
-    assert limits.retry_after("victim", "10.9.9.9") is not None
+        fail(limits, f"other{n}", f"10.1.{n // 250}.{n % 250}")
+    assert attempt(limits, "victim", "10.9.9.9") is not None
     assert len(limits._principals) <= 51
 
 
 def test_ipv6_clients_count_by_their_64() -> None:
     limits = LoginLimits(LoginLimitOptions(per_principal=10**6, per_address=2))
-    limits.failed("a", "2001:db8:1:2::1")
-    limits.failed("b", "2001:db8:1:2:ffff::9")
-    assert limits.retry_after("c", "2001:db8:1:2::77") is not None
-    assert limits.retry_after("c", "2001:db8:1:3::1") is None
+    fail(limits, "a", "2001:db8:1:2::1")
+    fail(limits, "b", "2001:db8:1:2:ffff::9")
+    assert attempt(limits, "c", "2001:db8:1:2::77") is not None
+    assert attempt(limits, "c", "2001:db8:1:3::1") is None
     assert principal_key("ａｌｉｃｅ@R") == principal_key("alice@R")  # AD ignores width
 
 

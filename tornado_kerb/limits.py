@@ -123,32 +123,6 @@ class LoginLimits:
             elif proven:
                 user.times.clear()
 
-    def retry_after(self, principal: str, address: str) -> int | None:
-        """``None`` when a password login may be tried now; else the seconds until it may.
-        (Counts nothing: :meth:`begin` does.)"""
-        now = time.monotonic()
-        with self._lock:
-            waits = [
-                self._wait(self._principals.get(principal), self.opts.per_principal, now),
-                self._wait(self._addresses.get(address_key(address)), self.opts.per_address, now),
-            ]
-        found = [w for w in waits if w]
-        return max(1, math.ceil(max(found))) if found else None
-
-    def failed(self, principal: str, address: str) -> None:
-        """Count a refused password outright (what :meth:`end` does for one in flight)."""
-        now = time.monotonic()
-        opts = self.opts
-        with self._lock:
-            self._window(self._principals, principal, opts.per_principal, now).times.append(now)
-            host = self._window(self._addresses, address_key(address), opts.per_address, now)
-            host.times.append(now)
-
-    def succeeded(self, principal: str) -> None:
-        """A good password: that user's failures are forgiven (the address's are not)."""
-        with self._lock:
-            self._principals.pop(principal, None)
-
     def _wait(self, window: _Window | None, limit: int, now: float) -> float | None:
         if window is None:
             return None
