@@ -52,6 +52,13 @@ python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 # system service). TORNADO_KERB_NO_NGINX=1 skips those tests.
 new_nginx=0
 have nginx || { need+=(nginx-light); new_nginx=1; }
+# The app never holding the keytab: tests/test_gssproxy.py runs a private GSS-Proxy daemon
+# (the package also installs the interposer plug-in libgssapi loads); the shared store:
+# tests run a private redis-server. Neither uses the system service.
+# TORNADO_KERB_NO_GSSPROXY=1 and TORNADO_KERB_NO_REDIS=1 skip those tests.
+[ -x /usr/sbin/gssproxy ] || need+=(gssproxy)
+new_redis=0
+have redis-server || { need+=(redis-server); new_redis=1; }
 # The demo's browser tests: Firefox ESR, Chromium, and certutil to trust the development CA.
 if [ "${TORNADO_KERB_NO_BROWSER:-}" != 1 ]; then
   have firefox-esr || need+=(firefox-esr)
@@ -76,11 +83,12 @@ $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-reco
 
 # Debian starts (or enables) smbd, nmbd, winbind, samba-ad-dc and nginx on install where
 # services may start (not in containers with a policy-rc.d). A system samba-ad-dc would take
-# ports 88 and 389 on every address, nginx port 80, and the tests never use any of them:
+# ports 88 and 389 on every address, nginx port 80, redis 6379; the tests use none of them:
 # stop and disable what this run just installed, never one the machine had before.
 services=()
 [ "$new_samba" = 1 ] && services+=(samba-ad-dc smbd nmbd winbind)
 [ "$new_nginx" = 1 ] && services+=(nginx)
+[ "$new_redis" = 1 ] && services+=(redis-server)
 if [ ${#services[@]} -gt 0 ]; then
   for svc in "${services[@]}"; do
     if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then

@@ -9,6 +9,7 @@ else (every Negotiate failure is a 401 whatever its reason).
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 from typing import Literal
 
@@ -32,6 +33,22 @@ _PASSWORD_REASONS: dict[int, Reason] = {
     154: "unknown-realm",  # KRB5_REALM_UNKNOWN
 }
 _KDC_UNREACHABLE = {156}  # KRB5_KDC_UNREACH
+# The same, in MIT's words: through GSS-Proxy's interposer (as through SPNEGO) mechglue
+# renumbers the minor codes, and only the text is left.
+_PASSWORD_MESSAGES: tuple[tuple[re.Pattern[str], int], ...] = tuple(
+    (re.compile(pattern), offset)
+    for pattern, offset in (
+        (r"cannot contact any kdc", 156),
+        (r"client\b.*not found in kerberos database", 6),  # "Client 'x@R' not found..."
+        (r"server\b.*not found in kerberos database", 7),
+        (r"credentials have been revoked", 18),
+        (r"password has expired", 23),
+        (r"preauthentication failed", 24),
+        (r"decrypt integrity check failed", 31),
+        (r"clock skew too great", 37),
+        (r"cannot find kdc for", 154),
+    )
+)
 
 # Message fragments of MIT's krb5 error table, for tokens that came through SPNEGO.
 _ACCEPT_REASONS: tuple[tuple[str, Reason], ...] = (
@@ -62,7 +79,13 @@ def describe(err: GSSError) -> str:
 
 def _offset(err: GSSError) -> int:
     minor = int(err.min_code or 0)
-    return minor - _KRB5 if _KRB5 <= minor < _KRB5 + 256 else -1
+    if _KRB5 <= minor < _KRB5 + 256:
+        return minor - _KRB5
+    text = describe(err).lower()
+    for pattern, offset in _PASSWORD_MESSAGES:
+        if pattern.search(text):
+            return offset
+    return -1
 
 
 def reason_for(err: GSSError, stage: Stage) -> Reason:

@@ -30,6 +30,15 @@ class KeytabError(KerberosError):
         self.why = why
 
 
+class GSSProxyUnavailable(KeytabError):
+    """GSS-Proxy (``gssproxy``), which holds our keytab, is not answering on its socket."""
+
+    def __init__(self, socket: str, why: str) -> None:
+        KerberosError.__init__(self, f"GSS-Proxy at {socket}: {why}")
+        self.path = socket
+        self.why = why
+
+
 class LoginError(KerberosError):
     """A login did not succeed; ``reason`` is a short word for the log, ``detail`` more."""
 
@@ -45,6 +54,14 @@ class AuthenticationFailed(LoginError):
 
 class KDCUnavailable(LoginError):
     """A password could not be checked: no KDC answered, or too many logins wait (503)."""
+
+
+class StoreUnavailable(KDCUnavailable):
+    """The shared store (``store``, Redis) did not answer: password logins, which it
+    counts, fail closed (503) until it does."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__("store-unavailable", detail)
 
 
 class TooManyAttempts(LoginError):

@@ -46,6 +46,7 @@ from .errors import (
     NoCredentials,
     TooManyAttempts,
 )
+from .gssproxy import GSSProxy
 from .limits import LoginLimitOptions, LoginLimits, principal_key
 from .login import routes as login_routes
 from .login import safe_next, sign_in, write_page
@@ -121,6 +122,7 @@ class KerberosGuard:
     def __init__(self, settings: KerberosSettings | Mapping[str, Any] | None = None) -> None:
         self.settings = KerberosSettings.from_mapping(settings)
         s = self.settings
+        realm = s.realm or default_realm()
         self.acceptor = Acceptor(
             s.keytab,
             s.service,
@@ -128,8 +130,9 @@ class KerberosGuard:
             s4u2proxy=s.s4u2proxy,
             account=s.service_account,
             hostnames=s.hostnames,
+            gssproxy=GSSProxy(s.gssproxy) if s.gssproxy is not False else None,
+            realm=realm or "",
         )
-        realm = s.realm or default_realm()
         if s.basic and not realm:
             raise ConfigurationError(
                 "Basic needs a realm: set kerberos['realm'] or default_realm in krb5.conf"
@@ -206,6 +209,11 @@ class KerberosGuard:
         self._group_sids: GroupSids | None = None
         netbios = s.netbios_domain
         if self.policy.names or s.ldap_url is not None:
+            if self.acceptor.proxy is not None:
+                raise ConfigurationError(
+                    "kerberos setting 'gssproxy': group names and 'ldap_url' need our own "
+                    "TGT from the keytab, which GSS-Proxy keeps: name groups by SID"
+                )
             try:
                 self.directory, self._group_sids, netbios = connect(
                     s, self.acceptor, self.realm or next(iter(self.realms or ()), ""), self.policy

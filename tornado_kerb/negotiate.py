@@ -15,11 +15,12 @@ import gssapi
 import gssapi.raw
 from gssapi.raw.misc import GSSError
 
-from ._gss import keytab_error, translate
+from ._gss import describe, keytab_error, translate
 from ._header import decode_base64
 from .claims import Claims, read_claims
 from .delegation import ConstrainedDelegation
-from .errors import AuthenticationFailed, KerberosError, KeytabError
+from .errors import AuthenticationFailed, GSSProxyUnavailable, KerberosError, KeytabError
+from .gssproxy import NO_KEYTAB, STORE, GSSProxy
 from .keytab import default_keytab, file_problem, inspect_keytab, keytab_path
 from .user import CredentialKind
 
@@ -82,8 +83,14 @@ class Acceptor:
         s4u2proxy: bool = False,
         account: str | None = None,
         hostnames: tuple[str, ...] = (),
+        gssproxy: GSSProxy | None = None,
+        realm: str = "",
     ):
-        self.keytab = keytab or default_keytab()
+        #: The GSS-Proxy that holds our keys (``gssproxy``), or ``None``: the keytab.
+        self.proxy = gssproxy
+        # Through the proxy: a keytab that does not exist, so that nothing can read one.
+        self.keytab = NO_KEYTAB if gssproxy is not None else keytab or default_keytab()
+        self._realm = realm
         #: Several host names (``hostnames``): tickets for any of them are accepted, for
         #: no other name in the keytab; the request's ``Host`` picks whose key is tried
         #: first. Empty: the one ``hostname`` (or any ``service/`` key without it).
@@ -97,8 +104,9 @@ class Acceptor:
         self.delegation = (
             ConstrainedDelegation(self.keytab, service, hostname, account) if s4u2proxy else None
         )
-        #: The keytab's file name (``FILE:`` stripped), or ``None`` for non-file keytabs.
-        self.path = keytab_path(self.keytab)
+        #: The keytab's file name (``FILE:`` stripped), or ``None`` for non-file keytabs
+        #: and through GSS-Proxy.
+        self.path = keytab_path(self.keytab) if gssproxy is None else None
         self._service = service
         self._hostname = hostname
         # "HTTP@" (no host) makes MIT accept HTTP/<any host> from the keytab and nothing
@@ -224,14 +232,23 @@ class Acceptor:
         raise failure or AuthenticationFailed("wrong-service", "no acceptor name")
 
     def _check_still_readable(self) -> None:
-        # A keytab removed or made unreadable after start-up fails every accept: say so
-        # loudly instead of blaming each client.
-        if self.path is not None and not os.access(self.path, os.R_OK):
+        # A keytab removed or made unreadable after start-up (or GSS-Proxy gone) fails
+        # every accept: say so loudly instead of blaming each client.
+        if self.proxy is not None:
+            try:
+                self.proxy.probe()
+            except GSSProxyUnavailable:
+                with self._lock:
+                    self._creds = None  # acquired again once it is back
+                raise
+        elif self.path is not None and not os.access(self.path, os.R_OK):
             with self._lock:
                 self._creds = None
             raise KeytabError(self.path, file_problem(self.path) or "cannot be read")
 
     def _acquire(self) -> gssapi.Credentials:
+        if self.proxy is not None:
+            return self._acquire_through_proxy(self.proxy)
         # Check first: krb5's own errors for a bad keytab name no file and no principal.
         report = inspect_keytab(self.keytab)
         self._principal = report.check(self._service, self._hostname)
@@ -254,3 +271,29 @@ class Acceptor:
             raise keytab_error(self.keytab, err) from None
         log.info("acceptor credentials acquired from keytab %s", self.keytab)
         return creds
+
+    def _acquire_through_proxy(self, proxy: GSSProxy) -> gssapi.Credentials:
+        # No keytab to list: the names are the settings' (one is required with gssproxy),
+        # and whether GSS-Proxy holds their keys shows in the acquisition (and doctor).
+        proxy.probe()
+        hosts = self.hostnames or (self._hostname,)
+        by_host = {}
+        for host in hosts:
+            name = gssapi.Name(f"{self._service}@{host}", gssapi.NameType.hostbased_service)
+            try:
+                by_host[str(host).lower()] = gssapi.Credentials(
+                    name=name, usage="accept", store=STORE
+                )
+            except GSSError as err:
+                raise GSSProxyUnavailable(
+                    proxy.socket,
+                    f"no acceptor credentials for {self._service}/{host} ({describe(err)}): "
+                    f"does gssproxy.conf have a service for uid {os.geteuid()} whose keytab "
+                    "holds that key?",
+                ) from None
+        if self.hostnames:
+            self._by_host = by_host
+        at = f"@{self._realm}" if self._realm else ""
+        self._principal = f"{self._service}/{hosts[0]}{at}"
+        log.info("acceptor credentials acquired through GSS-Proxy at %s", proxy.socket)
+        return next(iter(by_host.values()))

@@ -58,6 +58,7 @@ Reason = Literal[
     "kdc-unreachable",
     "kdc-busy",
     "kdc-timeout",
+    "store-unavailable",
     "closed",
     "unusable",
 ]
@@ -107,6 +108,7 @@ Outcome = Literal[
     "kdc.busy",
     "kdc.timeout",
     "kdc.closed",
+    "store.unavailable",
     "keytab.unusable",
 ]
 
@@ -126,7 +128,8 @@ _FORM = {"bad-password", "too-many-attempts", "malformed"}
 _PASSWORD_REFUSED = {"unknown-user", "revoked", "password-expired", "empty-password"}
 _AUTHZ = {"foreign-realm", "not-in-group", "weak-authentication"}
 _KDC = {"kdc-unreachable": "kdc.unreachable", "kdc-busy": "kdc.busy",
-        "kdc-timeout": "kdc.timeout", "closed": "kdc.closed"}  # fmt: skip
+        "kdc-timeout": "kdc.timeout", "closed": "kdc.closed",
+        "store-unavailable": "store.unavailable"}  # fmt: skip
 
 
 def outcome_for(where: str, reason: str) -> Outcome:

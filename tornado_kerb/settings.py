@@ -8,13 +8,16 @@ import inspect
 import os
 import re
 from collections.abc import Callable, Mapping
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import ConfigurationError
 from .limits import LoginLimitOptions
 from .pac import is_sid
 from .proxies import Proxies
 from .session import BasicCacheOptions, SessionOptions, options
+
+if TYPE_CHECKING:
+    from .store import Store
 
 __all__ = ["KerberosSettings"]
 
@@ -27,6 +30,8 @@ ChannelBinding = Literal["off", "allow", "require"]
 _CHANNEL_BINDINGS = ("off", "allow", "require")
 CrossSite = Literal["refuse", "allow"]
 _CROSS_SITE = ("refuse", "allow")
+_STORE_URLS = ("redis://", "rediss://", "unix://")
+_STORE_METHODS = ("begin", "end", "not_before", "end_sessions", "close")
 # scheme://host[:port], as browsers send Origin: no path, no trailing slash, no userinfo.
 _ORIGIN = re.compile(r"(https?)://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?")
 
@@ -187,6 +192,16 @@ class KerberosSettings:
     #: failed Negotiate attempt (a browser sending NTLM stops there, at the form or Basic);
     #: or a callable of the request, true where Negotiate can work (user agents, networks).
     negotiate: NegotiateWhen = "always"
+    #: Accept through GSS-Proxy, which holds the keytab (the app never opens one):
+    #: ``True`` for the socket the environment's ``GSSPROXY_SOCKET`` names (else the
+    #: system one), or that socket's path. The process must start with
+    #: ``GSS_USE_PROXY=yes``; needs ``hostname`` (or ``hostnames``), not ``keytab``.
+    gssproxy: bool | str = False
+    #: Where the password-guessing counters and the "sessions ended before" times live:
+    #: ``None`` (in this process), or a Redis URL (``"redis://host:6379/0"``,
+    #: ``"rediss://…"``, ``"unix:///run/redis.sock"``) that every process and host shares,
+    #: or a :class:`~tornado_kerb.store.Store`.
+    store: str | Store | None = None
 
     def __post_init__(self) -> None:
         # Frozen: normalised values go in with object.__setattr__, once, here.
@@ -255,6 +270,16 @@ class KerberosSettings:
                 "kerberos setting 'login_form' needs 'session': the form's login is a "
                 "session cookie"
             )
+        self._check_gssproxy()
+        if not (
+            self.store is None
+            or all(callable(getattr(self.store, m, None)) for m in _STORE_METHODS)
+            or (isinstance(self.store, str) and self.store.startswith(_STORE_URLS))
+        ):
+            raise ConfigurationError(
+                "kerberos setting 'store' must be None (this process), a Redis URL "
+                f"({', '.join(s + '…' for s in _STORE_URLS)}) or a Store, not {self.store!r}"
+            )
         if inspect.iscoroutinefunction(self.negotiate):
             raise ConfigurationError(
                 "kerberos setting 'negotiate': a plain function of the request, not a "
@@ -264,6 +289,31 @@ class KerberosSettings:
             raise ConfigurationError(
                 "kerberos setting 'negotiate' must be 'always', 'once' or a callable of the "
                 f"request, not {self.negotiate!r}"
+            )
+
+    def _check_gssproxy(self) -> None:
+        proxy = self.gssproxy
+        if proxy is False:
+            return
+        if proxy is not True and not (isinstance(proxy, str) and proxy.startswith("/")):
+            raise ConfigurationError(
+                "kerberos setting 'gssproxy' must be True, False or the absolute path of "
+                f"GSS-Proxy's socket, not {proxy!r}"
+            )
+        if self.keytab is not None:
+            raise ConfigurationError(
+                "kerberos settings 'gssproxy' and 'keytab' exclude each other: with GSS-Proxy "
+                "the keytab is the daemon's (cred_store = keytab:… in gssproxy.conf)"
+            )
+        if self.hostname is None and not self.hostnames:
+            raise ConfigurationError(
+                "kerberos setting 'gssproxy' needs 'hostname' (or 'hostnames'): the app "
+                "cannot list GSS-Proxy's keytab to find its own name"
+            )
+        if self.s4u2proxy:
+            raise ConfigurationError(
+                "kerberos settings 'gssproxy' and 's4u2proxy' exclude each other: constrained "
+                "delegation needs our own TGT from the keytab (see the README, GSS-Proxy)"
             )
 
     @classmethod

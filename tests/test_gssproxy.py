@@ -1,0 +1,265 @@
+"""The app never holds the keytab (issue 18): a real GSS-Proxy accepts on its behalf.
+
+A private ``gssproxy`` daemon (root) holds the realm's HTTP keytab; the app runs in another
+process as ``nobody`` (uid 65534), which cannot open the keytab, with ``GSS_USE_PROXY=yes``
+and ``GSSPROXY_SOCKET`` in its environment from the start. Run as a module, this file is
+that app: ``python -m tests.test_gssproxy KEYTAB CERT KEY`` starts as root (the
+interpreter may live where nobody can read it), imports what it needs, drops to uid 65534,
+prints its port once it listens on 127.0.0.1 (TLS), and serves until SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import errno
+import json
+import logging
+import os
+import pathlib
+import select
+import signal
+import ssl
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import k5test
+import pytest
+import requests
+import tornado.httpserver
+import tornado.netutil
+import tornado.web
+
+from tests.clients import basic_header, negotiate_header
+from tests.conftest import ROOT, TLS, Realm, require
+from tornado_kerb import (
+    ConfigurationError,
+    GSSProxyUnavailable,
+    KerberosAuthMixin,
+    KerberosSettings,
+    authenticated,
+)
+from tornado_kerb.gssproxy import DEFAULT_SOCKET, GSSProxy
+from tornado_kerb.testing.gssproxy import PrivateGSSProxy, gssproxy_available
+
+NOBODY = 65534
+
+
+class Whoami(KerberosAuthMixin, tornado.web.RequestHandler):
+    @authenticated
+    def get(self) -> None:
+        self.write({"principal": self.current_user.principal, "uid": os.geteuid()})
+
+
+class Probe(tornado.web.RequestHandler):
+    """Public: whom the app runs as, and whether it can read the keytab."""
+
+    def get(self) -> None:
+        keytab = self.application.settings["keytab_path"]
+        try:
+            with open(keytab, "rb"):
+                readable = "yes"
+        except OSError as err:
+            readable = errno.errorcode.get(err.errno or 0, str(err))
+        self.write({"uid": os.geteuid(), "keytab": readable})
+
+
+def drop_privileges() -> None:
+    os.setgroups([])
+    os.setgid(NOBODY)
+    os.setuid(NOBODY)
+
+
+async def app_process(keytab: str, cert: str, key: str) -> None:
+    library = logging.getLogger("tornado_kerb")  # refusals and their reasons, on stderr
+    library.setLevel(logging.INFO)
+    library.addHandler(logging.StreamHandler())
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)  # read as root, like any server's private key
+    sockets = tornado.netutil.bind_sockets(0, "127.0.0.1")
+    json.dumps({})  # imported now: nobody may not read the interpreter's library
+    drop_privileges()
+    kerberos = {"gssproxy": True, "hostname": "localhost", "login_limits": None}
+    app = tornado.web.Application(
+        [(r"/whoami", Whoami), (r"/probe", Probe)], kerberos=kerberos, keytab_path=keytab
+    )
+    server = tornado.httpserver.HTTPServer(app, ssl_options=context)
+    server.add_sockets(sockets)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    print(sockets[0].getsockname()[1], flush=True)
+    await stop.wait()
+    server.stop()
+
+
+@dataclasses.dataclass
+class App:
+    port: int
+    log: pathlib.Path  # its stderr
+    ccache: pathlib.Path  # its default credential cache (KRB5CCNAME)
+    proxy: PrivateGSSProxy
+    ca: str
+
+    def get(self, path: str, **headers: str) -> requests.Response:
+        return requests.get(
+            f"https://localhost:{self.port}{path}", headers=headers, verify=self.ca, timeout=30
+        )
+
+
+@pytest.fixture(scope="module")
+def app(realm: Realm, tls: TLS, tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
+    require(gssproxy_available(), "TORNADO_KERB_NO_GSSPROXY")
+    # nobody reads the realm's krb5.conf (its directory is root's), never the keytab.
+    tmpdir = pathlib.Path(realm.k5.tmpdir)
+    conf = pathlib.Path(realm.k5.env["KRB5_CONFIG"])
+    modes = {path: path.stat().st_mode & 0o777 for path in (tmpdir, conf)}
+    os.chmod(tmpdir, 0o711)  # noqa: S103 - traversable, not readable
+    os.chmod(conf, 0o644)
+    os.chmod(realm.keytab, 0o600)
+    log = tmp_path_factory.mktemp("gssproxy-app") / "app.log"
+    proc: subprocess.Popen[str] | None = None
+    try:
+        with PrivateGSSProxy(realm.keytab, env=realm.k5.env, euid=NOBODY) as proxy:
+            # The process's default cache: nobody's to write, and nothing may land there.
+            home = tmp_path_factory.mktemp("nobody-home")
+            os.chown(home, NOBODY, NOBODY)
+            env = {**os.environ, **proxy.client_env(), "KRB5CCNAME": f"FILE:{home}/ccache"}
+            env.pop("KRB5_KTNAME", None)
+            with log.open("wb") as stderr:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "tests.test_gssproxy", realm.keytab, tls.cert, tls.key],
+                    cwd=ROOT,
+                    env=env,
+                    stdout=subprocess.PIPE,
+                    stderr=stderr,
+                    text=True,
+                )
+            assert proc.stdout is not None
+            assert select.select([proc.stdout], [], [], 30)[0], "the app did not start in 30 s"
+            port = proc.stdout.readline().strip()
+            assert port.isdigit(), f"the app did not start: {log.read_text()}"
+            yield App(int(port), log, home / "ccache", proxy, tls.ca)
+    finally:
+        if proc is not None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+            if proc.stdout is not None:
+                proc.stdout.close()
+        for path, mode in modes.items():
+            os.chmod(path, mode)
+
+
+def test_the_app_runs_as_nobody_and_cannot_read_the_keytab(app: App) -> None:
+    probe = app.get("/probe").json()
+    assert probe == {"uid": NOBODY, "keytab": "EACCES"}
+
+
+def test_negotiate_through_gssproxy(app: App, realm: Realm) -> None:
+    answer = app.get("/whoami", Authorization=negotiate_header())
+    assert answer.status_code == 200, app.proxy.log()[-3000:]
+    assert answer.json() == {"principal": realm.user, "uid": NOBODY}
+    assert "acceptor credentials acquired through GSS-Proxy" in app.log.read_text()
+
+
+def test_basic_through_gssproxy(app: App, realm: Realm) -> None:
+    answer = app.get("/whoami", Authorization=basic_header("user", realm.password))
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["principal"] == realm.user
+    wrong = app.get("/whoami", Authorization=basic_header("user", "not the password"))
+    assert wrong.status_code == 401
+    stranger = app.get("/whoami", Authorization=basic_header("nosuchuser", "whatever"))
+    assert stranger.status_code == 401
+    # MIT's words survive GSS-Proxy's interposer (its minor codes do not): the log says why.
+    log = app.log.read_text()
+    assert f"Kerberos login refused (bad-password) for {realm.user}" in log
+    assert "Kerberos login refused (unknown-user) from" in log
+    # The password's credentials stayed private to the login (never the process's cache).
+    assert not app.ccache.exists()
+
+
+def test_a_spoofed_kdc_still_gets_nobody_in(
+    app: App, realm: Realm, spoofed_kdc: k5test.K5Realm
+) -> None:
+    # The spoofed KDC knows the password, not our key: its ticket fails GSS-Proxy's keytab.
+    realm.proxy.reset(upstream_port=spoofed_kdc.portbase)
+    try:
+        answer = app.get("/whoami", Authorization=basic_header("user", realm.password))
+    finally:
+        realm.proxy.reset(upstream_port=realm.k5.portbase)
+    assert answer.status_code == 401
+    assert "Kerberos login refused (kdc-not-trusted)" in app.log.read_text()
+    issued = pathlib.Path(spoofed_kdc.tmpdir, "kdc.log").read_text()
+    assert "TGS_REQ" in issued and "for HTTP/localhost@KRBTEST.COM" in issued
+
+
+def test_the_kdc_down_is_503(app: App, realm: Realm) -> None:
+    realm.proxy.down = True
+    answer = app.get("/whoami", Authorization=basic_header("user", realm.password))
+    assert answer.status_code == 503
+    # Negotiate needs no KDC: it goes on.
+    assert app.get("/whoami", Authorization=negotiate_header()).status_code == 200
+
+
+def test_gssproxy_gone_is_503_with_a_log_line_then_it_comes_back(app: App, realm: Realm) -> None:
+    header = negotiate_header()  # from the client's cache: no daemon involved
+    app.proxy.stop()
+    try:
+        gone = app.get("/whoami", Authorization=header)
+        password = app.get("/whoami", Authorization=basic_header("user", realm.password))
+        anonymous = app.get("/whoami")
+    finally:
+        app.proxy.start()
+    assert gone.status_code == 503, gone.text
+    assert password.status_code == 503
+    assert anonymous.status_code == 503  # failing closed: no challenge to a useless login
+    log = app.log.read_text()
+    assert f"GSS-Proxy at {app.proxy.socket}: nothing listens on the socket" in log
+    # Back without restarting the app.
+    back = app.get("/whoami", Authorization=negotiate_header())
+    assert back.status_code == 200, back.text
+    assert "Kerberos logins work again" in app.log.read_text()
+
+
+def test_the_setting_needs_the_environment() -> None:
+    with pytest.raises(ConfigurationError, match="GSS_USE_PROXY=yes"):
+        GSSProxy(True, {})
+    with pytest.raises(ConfigurationError, match="GSS_USE_PROXY=yes"):
+        GSSProxy(True, {"GSS_USE_PROXY": "no"})
+    with pytest.raises(ConfigurationError, match="GSSPROXY_BEHAVIOR=LOCAL_FIRST"):
+        GSSProxy(True, {"GSS_USE_PROXY": "yes", "GSSPROXY_BEHAVIOR": "LOCAL_FIRST"})
+    with pytest.raises(ConfigurationError, match=r"GSSPROXY_SOCKET=/run/a\.sock"):
+        GSSProxy("/run/a.sock", {"GSS_USE_PROXY": "yes", "GSSPROXY_SOCKET": "/run/b.sock"})
+    assert GSSProxy(True, {"GSS_USE_PROXY": "yes"}).socket == DEFAULT_SOCKET
+    named = {"GSS_USE_PROXY": "1", "GSSPROXY_SOCKET": "/run/a.sock"}
+    assert GSSProxy("/run/a.sock", named).socket == "/run/a.sock"
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"gssproxy": True}, "needs 'hostname'"),
+        ({"gssproxy": True, "hostname": "h", "keytab": "/k"}, "exclude each other"),
+        ({"gssproxy": True, "hostname": "h", "s4u2proxy": True}, "exclude each other"),
+        ({"gssproxy": "relative.sock", "hostname": "h"}, "absolute path"),
+        ({"gssproxy": "yes", "hostname": "h"}, "absolute path"),
+    ],
+)
+def test_settings_that_cannot_work_are_refused(settings: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        KerberosSettings.from_mapping(settings)
+
+
+def test_probe_says_why(tmp_path: pathlib.Path) -> None:
+    env = {"GSS_USE_PROXY": "yes", "GSSPROXY_SOCKET": str(tmp_path / "none.sock")}
+    with pytest.raises(GSSProxyUnavailable, match="no socket there"):
+        GSSProxy(True, env).probe()
+
+
+if __name__ == "__main__":
+    asyncio.run(app_process(*sys.argv[1:4]))
