@@ -18,10 +18,12 @@ import logging
 import os
 import pathlib
 import select
+import shutil
 import signal
 import ssl
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from typing import Any
 
@@ -32,13 +34,14 @@ import tornado.httpserver
 import tornado.netutil
 import tornado.web
 
-from tests.clients import basic_header, negotiate_header
+from tests.clients import DELEGATE, MUTUAL, basic_header, negotiate_header, spnego_token
 from tests.conftest import ROOT, TLS, Realm, require
 from tornado_kerb import (
     ConfigurationError,
     GSSProxyUnavailable,
     KerberosAuthMixin,
     KerberosSettings,
+    NoCredentials,
     authenticated,
 )
 from tornado_kerb.gssproxy import DEFAULT_SOCKET, GSSProxy
@@ -51,6 +54,20 @@ class Whoami(KerberosAuthMixin, tornado.web.RequestHandler):
     @authenticated
     def get(self) -> None:
         self.write({"principal": self.current_user.principal, "uid": os.geteuid()})
+
+
+class Act(KerberosAuthMixin, tornado.web.RequestHandler):
+    """Whether the user's credentials came along, and what acting as the user does."""
+
+    @authenticated
+    async def get(self) -> None:
+        user = self.current_user
+        try:
+            await self.get_kerberos_guard().run_as_user(user, os.getpid)
+            acted = "yes"
+        except NoCredentials as err:
+            acted = str(err)
+        self.write({"delegated": user.delegated_credentials is not None, "acted": acted})
 
 
 class Probe(tornado.web.RequestHandler):
@@ -83,7 +100,9 @@ async def app_process(keytab: str, cert: str, key: str) -> None:
     drop_privileges()
     kerberos = {"gssproxy": True, "hostname": "localhost", "login_limits": None}
     app = tornado.web.Application(
-        [(r"/whoami", Whoami), (r"/probe", Probe)], kerberos=kerberos, keytab_path=keytab
+        [(r"/whoami", Whoami), (r"/probe", Probe), (r"/act", Act)],
+        kerberos=kerberos,
+        keytab_path=keytab,
     )
     server = tornado.httpserver.HTTPServer(app, ssl_options=context)
     server.add_sockets(sockets)
@@ -120,10 +139,11 @@ def app(realm: Realm, tls: TLS, tmp_path_factory: pytest.TempPathFactory) -> Ite
     os.chmod(realm.keytab, 0o600)
     log = tmp_path_factory.mktemp("gssproxy-app") / "app.log"
     proc: subprocess.Popen[str] | None = None
+    home: pathlib.Path | None = None
     try:
         with PrivateGSSProxy(realm.keytab, env=realm.k5.env, euid=NOBODY) as proxy:
             # The process's default cache: nobody's to write, and nothing may land there.
-            home = tmp_path_factory.mktemp("nobody-home")
+            home = pathlib.Path(tempfile.mkdtemp(prefix="tk-nobody-"))
             os.chown(home, NOBODY, NOBODY)
             env = {**os.environ, **proxy.client_env(), "KRB5CCNAME": f"FILE:{home}/ccache"}
             env.pop("KRB5_KTNAME", None)
@@ -153,6 +173,8 @@ def app(realm: Realm, tls: TLS, tmp_path_factory: pytest.TempPathFactory) -> Ite
                 proc.stdout.close()
         for path, mode in modes.items():
             os.chmod(path, mode)
+        if home is not None:
+            shutil.rmtree(home, ignore_errors=True)
 
 
 def test_the_app_runs_as_nobody_and_cannot_read_the_keytab(app: App) -> None:
@@ -181,6 +203,18 @@ def test_basic_through_gssproxy(app: App, realm: Realm) -> None:
     assert "Kerberos login refused (unknown-user) from" in log
     # The password's credentials stayed private to the login (never the process's cache).
     assert not app.ccache.exists()
+
+
+def test_no_acting_as_users_through_gssproxy(app: App, realm: Realm) -> None:
+    # Measured: GSS-Proxy's handle for a forwarded TGT, stored in a thread's credential
+    # cache, leaves libpq & co. acting as HTTP/localhost itself. So: none kept, and
+    # run_as_user says why instead of connecting as the service.
+    forwarded = negotiate_header(spnego_token(flags=MUTUAL | DELEGATE))
+    for header in (forwarded, basic_header("user", realm.password)):
+        answer = app.get("/act", Authorization=header)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["delegated"] is False
+        assert "no acting as users with the gssproxy setting" in answer.json()["acted"]
 
 
 def test_a_spoofed_kdc_still_gets_nobody_in(
@@ -226,6 +260,42 @@ def test_gssproxy_gone_is_503_with_a_log_line_then_it_comes_back(app: App, realm
     assert "Kerberos logins work again" in app.log.read_text()
 
 
+def doctor(app: App, realm: Realm, *args: str) -> subprocess.CompletedProcess[str]:
+    """``tornado-kerb doctor ARGS`` as nobody, in the app's environment, with a TGT."""
+    cache = app.ccache.with_name("doctor-ccache")
+    env = {**os.environ, **app.proxy.client_env(), "KRB5CCNAME": f"FILE:{cache}"}
+    env.pop("KRB5_KTNAME", None)
+    password = realm.password.encode() + b"\n"
+    subprocess.run(["kinit", realm.user], input=password, env=env, check=True, capture_output=True)
+    os.chown(cache, NOBODY, NOBODY)
+    try:
+        return subprocess.run(
+            [sys.executable, "-m", "tests.test_gssproxy", "doctor", *args],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        cache.unlink()
+
+
+def test_doctor_through_gssproxy(app: App, realm: Realm) -> None:
+    result = doctor(app, realm, "--gssproxy", "--hostname", "localhost")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"held by GSS-Proxy, which answers at {app.proxy.socket}" in result.stdout
+    accepted = "a fresh ticket for HTTP/localhost@KRBTEST.COM was accepted through GSS-Proxy"
+    assert accepted in result.stdout
+    app.proxy.stop()
+    try:
+        down = doctor(app, realm, "--gssproxy", "--hostname", "localhost")
+    finally:
+        app.proxy.start()
+    assert down.returncode == 1
+    assert "nothing listens on the socket" in down.stdout
+
+
 def test_the_setting_needs_the_environment() -> None:
     with pytest.raises(ConfigurationError, match="GSS_USE_PROXY=yes"):
         GSSProxy(True, {})
@@ -261,5 +331,14 @@ def test_probe_says_why(tmp_path: pathlib.Path) -> None:
         GSSProxy(True, env).probe()
 
 
+def doctor_process(argv: list[str]) -> int:
+    from tornado_kerb.__main__ import main
+
+    drop_privileges()
+    return main(argv)
+
+
 if __name__ == "__main__":
+    if sys.argv[1] == "doctor":
+        sys.exit(doctor_process(sys.argv[1:]))
     asyncio.run(app_process(*sys.argv[1:4]))

@@ -60,6 +60,15 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--url", metavar="URL", help="the address users open, to check the SPN browsers ask for"
     )
+    check.add_argument(
+        "--gssproxy",
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="SOCKET",
+        help="accept through GSS-Proxy, as the 'gssproxy' setting does (run as the app's "
+        "user, with its GSS_USE_PROXY=yes environment)",
+    )
     check.add_argument("--json", action="store_true", help="print JSON for machines")
     return parser
 
@@ -77,6 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             hostname=names[0] if names else None,
             hostnames=tuple(names[1:]),
             realm=args.realm,
+            gssproxy=args.gssproxy,
         )
     except ConfigurationError as err:
         parser.error(str(err))
@@ -87,6 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings.realm,
         args.url,
         hostnames=settings.hostnames,
+        gssproxy=settings.gssproxy,
     )
     print(doctor.render_json(checks) if args.json else doctor.render_text(checks))
     return doctor.exit_code(checks)

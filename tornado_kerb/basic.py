@@ -165,4 +165,7 @@ def prove_password(principal: str, password: str, acceptor: Acceptor) -> Accepte
         # AD matches names without case and leaves the ticket's as typed ("ALICE"): its
         # PAC, which the KDC signed, spells the account. Off the IOLoop, so it is free.
         principal = f"{account}@{realm}"
-    return Accepted(principal, None, creds, expires, "password", False, claims)
+    # Through GSS-Proxy the password's credentials may be the daemon's handle, which a
+    # thread's credential cache cannot hold (see Acceptor._step): not kept.
+    kept = creds if acceptor.proxy is None else None
+    return Accepted(principal, None, kept, expires, "password", False, claims)

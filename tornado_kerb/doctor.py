@@ -28,7 +28,7 @@ import shlex
 import socket
 import stat
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -39,7 +39,8 @@ from gssapi.raw.misc import GSSError
 from ._gss import translate
 from .basic import default_realm
 from .claims import Claims, read_claims
-from .errors import ConfigurationError, KerberosError
+from .errors import ConfigurationError, GSSProxyUnavailable, KerberosError
+from .gssproxy import NO_KEYTAB, GSSProxy
 from .keytab import KeytabReport, find_client_principal, inspect_keytab
 from .negotiate import Acceptor
 
@@ -112,6 +113,7 @@ def run(
     url: str | None = None,
     *,
     hostnames: Sequence[str] = (),
+    gssproxy: bool | str = False,
 ) -> list[Check]:
     """Run every check and return the findings, in order: one :class:`Check` per name of
     :data:`CheckName` (``end-to-end`` once per SPN), ``SKIP`` for those that could not run.
@@ -119,8 +121,11 @@ def run(
     The arguments mean what :class:`~tornado_kerb.KerberosSettings` says; ``url`` is the
     address users type, whose host (unless ``hostname`` is given) is the host we serve;
     ``hostnames``: more host names served from the same keytab (each must be in it, and
-    each gets its end-to-end check).
+    each gets its end-to-end check). ``gssproxy``: accept through GSS-Proxy (the
+    setting), as the app would: run doctor as the app's user, in its environment.
     """
+    if gssproxy is not False:
+        return _through_proxy(gssproxy, service, hostname, realm, url, hostnames)
     url_host = _url_host(url) if url is not None else None
     hostname = hostname or url_host
     conf = _Krb5Conf.find()
@@ -156,6 +161,61 @@ def run(
         return [*checks, _account(report, known_realm or "")]
     checks += _end_to_end(report, service, sorted(set(spns)), conf)
     return checks
+
+
+def _through_proxy(
+    setting: bool | str,
+    service: str,
+    hostname: str | None,
+    realm: str | None,
+    url: str | None,
+    hostnames: Sequence[str],
+) -> list[Check]:
+    # The keytab is the daemon's: its own checks need root and the daemon's config; what
+    # the app can check is the socket, the configuration and a ticket accepted through it.
+    conf = _Krb5Conf.find()
+    known_realm = realm or default_realm()
+    hostname = hostname or (_url_host(url) if url is not None else None)
+    theirs = "the keytab is GSS-Proxy's: check it as root with --keytab (its cred_store)"
+    checks = [_proxy_check(setting)]  # "keytab": through the daemon that holds it
+    checks += [Check("SKIP", name, theirs) for name in _KEYTAB_CHECKS]
+    report = inspect_keytab(NO_KEYTAB)
+    checks += _config_checks(realm, report, service, hostname, conf)
+    if url is not None:
+        checks.append(Check("SKIP", "url", f"not compared with the keytab: {theirs}"))
+    else:
+        checks.append(Check("SKIP", "url", "no --url given"))
+    hosts = [h for h in (hostname, *hostnames) if h]
+    if checks[0].status == "FAIL" or not hosts or not known_realm:
+        why = "GSS-Proxy cannot be used (see keytab)" if hosts else "no --hostname given"
+        return [*checks, *_no_end_to_end(why), Check("SKIP", "account", theirs)]
+    proxy = GSSProxy(setting)
+    spns = [f"{service}/{host}@{known_realm}" for host in dict.fromkeys(hosts)]
+
+    def acceptor(host: str) -> Acceptor:
+        return Acceptor(None, service, host, gssproxy=proxy, realm=known_realm)
+
+    ends = _end_to_end(report, service, spns, conf, acceptor)
+    return [*checks, *ends, Check("SKIP", "account", theirs)]
+
+
+def _proxy_check(setting: bool | str) -> Check:
+    try:
+        proxy = GSSProxy(setting)
+        proxy.probe()
+    except ConfigurationError as err:
+        return Check("FAIL", "keytab", str(err).removeprefix("kerberos setting "))
+    except GSSProxyUnavailable as err:
+        return Check(
+            "FAIL",
+            "keytab",
+            str(err),
+            "start it (systemctl start gssproxy) and check its socket's path",
+        )
+    return Check("OK", "keytab", f"held by GSS-Proxy, which answers at {proxy.socket}")
+
+
+_KEYTAB_CHECKS: tuple[CheckName, ...] = ("permissions", "principals", "spn", "enctypes")
 
 
 def exit_code(checks: Sequence[Check]) -> int:
@@ -716,7 +776,11 @@ def _no_end_to_end(why: str, advice: str = "") -> list[Check]:
 
 
 def _end_to_end(
-    report: KeytabReport, service: str, spns: list[str], conf: _Krb5Conf
+    report: KeytabReport,
+    service: str,
+    spns: list[str],
+    conf: _Krb5Conf,
+    acceptor: Callable[[str], Acceptor] | None = None,
 ) -> list[Check]:
     ctx = krb5.init_context()
     cache_name = krb5.cc_default_name(ctx).decode(errors="replace")
@@ -735,7 +799,7 @@ def _end_to_end(
                 f"run kinit as any user of {spns[0].rpartition('@')[2]}, then doctor again: "
                 "it gets a service ticket for the SPN and accepts it with the keytab",
             ),
-            _account(report, spns[0].rpartition("@")[2]),
+            *([_account(report, spns[0].rpartition("@")[2])] if acceptor is None else []),
         ]
     checks = []
     skew: int | None = None
@@ -743,14 +807,15 @@ def _end_to_end(
     domain = ""
     for spn in spns:
         check, measured, reason, pac_domain = _ticket_round_trip(
-            ctx, client, tgts, report, service, spn, conf
+            ctx, client, tgts, report, service, spn, conf, acceptor
         )
         checks.append(check)
         skew = measured if skew is None else skew
         refused_for_skew = refused_for_skew or reason == "clock-skew"
         domain = domain or pac_domain
     checks.append(_clock(skew, refused_for_skew))
-    checks.append(_account(report, spns[0].rpartition("@")[2], domain, tried=True))
+    if acceptor is None:
+        checks.append(_account(report, spns[0].rpartition("@")[2], domain, tried=True))
     return checks
 
 
@@ -811,6 +876,7 @@ def _ticket_round_trip(
     service: str,
     spn: str,
     conf: _Krb5Conf,
+    acceptor: Callable[[str], Acceptor] | None = None,
 ) -> tuple[Check, int | None, str | None, str]:
     """Get a fresh ticket for ``spn`` and accept it as the server would: the KDC's current
     key must be in the keytab. Also returns the KDC's clock minus ours in seconds, why
@@ -840,12 +906,15 @@ def _ticket_round_trip(
         skew = None if kdc_time is None else kdc_time - asked
         host = spn.partition("/")[2].rpartition("@")[0]
         try:
-            accepted = Acceptor(report.name, service, host).accept(token)
+            ours = Acceptor(report.name, service, host) if acceptor is None else acceptor(host)
+            accepted = ours.accept(token)
             if accepted.output_token:
                 initiator.step(accepted.output_token)  # mutual authentication, as browsers do
         except (KerberosError, GSSError) as err:
             return _refused(report, spn, err), skew, None, ""
         accepted_check = f"a fresh ticket for {spn} was accepted with the keytab"
+        if acceptor is not None:
+            accepted_check = f"a fresh ticket for {spn} was accepted through GSS-Proxy"
         claims = accepted.claims
         domain = claims.logon_domain if isinstance(claims, Claims) else ""
         if claims is not None and not isinstance(claims, Claims):

@@ -565,6 +565,12 @@ class KerberosGuard:
             raise TypeError("run_as_user needs a plain function, not a coroutine function")
         if not isinstance(user, KerberosUser):
             raise NoCredentials("no credentials to act as the user: nobody is logged in")
+        if self.acceptor.proxy is not None:
+            raise NoCredentials(
+                "no acting as users with the gssproxy setting: GSS-Proxy's credentials "
+                "cannot become a thread's credential cache (a client library would act as "
+                "the service itself), and constrained delegation needs the keytab"
+            )
         targets = (delegate_to,) if isinstance(delegate_to, str) else tuple(delegate_to)
         creds = user.delegated_credentials
         delegation = self.acceptor.delegation

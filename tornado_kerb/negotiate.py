@@ -198,6 +198,9 @@ class Acceptor:
         if (
             result.delegated_creds is not None
             and int(result.flags) & gssapi.RequirementFlag.delegate_to_peer
+            # GSS-Proxy's handles cannot become a thread's credential cache: stored, they
+            # leave a client library acting as the service itself (measured). Not kept.
+            and self.proxy is None
         ):
             delegated = gssapi.Credentials(base=result.delegated_creds)
             kind = "forwarded"
