@@ -75,6 +75,8 @@ BENCH_COOKIE_SECRET = "bench-only-cookie-secret-" + "x" * 32
 
 _KERB_SETTINGS: dict[str, dict[str, object]] = {
     "kerb": {"basic": False},
+    # The same, accepting through GSS-Proxy (the environment names its socket).
+    "kerb-gssproxy": {"basic": False, "gssproxy": True, "keytab": None},
     "session": {"basic": False, "session": True},
     "basic": {"basic_cache": True},
     # One user's 8 (slow-KDC row: 10) logins at once: the guessing limits would let
@@ -137,7 +139,9 @@ def main(argv: list[str]) -> None:
     if cpu != "-":
         os.sched_setaffinity(0, {int(cpu)})
     app = make_app(kind, keytab)
-    xheaders = kind not in {"floor", "kerb"} and not os.environ.get("BENCH_TLS_CERT")
+    xheaders = kind not in {"floor", "kerb", "kerb-gssproxy"} and not os.environ.get(
+        "BENCH_TLS_CERT"
+    )
     profile_path = os.environ.get("BENCH_PROFILE")
     if not profile_path:
         asyncio.run(serve(app, xheaders))

@@ -80,6 +80,11 @@ class PrivateGSSProxy:
             )
         self._process: subprocess.Popen[bytes] | None = None
 
+    @property
+    def pid(self) -> int | None:
+        """The daemon's process id while it runs."""
+        return None if self._process is None else self._process.pid
+
     def client_env(self) -> dict[str, str]:
         """What the app's environment needs to accept through this daemon."""
         return {"GSS_USE_PROXY": "yes", "GSSPROXY_SOCKET": self.socket}
