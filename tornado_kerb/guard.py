@@ -47,7 +47,7 @@ from .errors import (
     TooManyAttempts,
 )
 from .gssproxy import GSSProxy
-from .limits import LoginLimitOptions, LoginLimits, principal_key
+from .limits import LoginLimitOptions, principal_key
 from .login import routes as login_routes
 from .login import safe_next, sign_in, write_page
 from .negotiate import Accepted, Acceptor, parse_negotiate
@@ -57,6 +57,7 @@ from .reasons import Outcome, Reason, outcome_for
 from .refusals import Refusals
 from .session import BasicCache, Session, SessionCookies, require_secret
 from .settings import KerberosSettings, normal_origin
+from .store import make_store
 from .user import KerberosUser, Mechanism
 from .websocket import close_when_login_ends
 
@@ -73,6 +74,8 @@ _LOCAL_NAME_CACHE = 4096
 # RFC 9110's safe methods: a page elsewhere may make a browser send them, harmlessly.
 _STUB = tornado.web.RequestHandler._unimplemented_method
 _WAITERS = 4  # rounds of per_principal logins that may wait on one user's attempts
+_RECHECK = 1.0  # seconds between asking a shared store again for a waiting login
+_STORE_READY = 2.0  # seconds check() waits for a shared store's ended sessions
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 # Sec-Fetch-Site values that say the request did not come from another origin's page.
 _OWN_SITE = frozenset({"same-origin", "none"})
@@ -148,7 +151,13 @@ class KerberosGuard:
         #: The threads that prove Basic passwords (see :mod:`tornado_kerb._kdc`).
         self.kdc = KDCPool(s.kdc_workers, s.kdc_queue, s.kdc_timeout)
         self._mapped = functools.lru_cache(maxsize=_LOCAL_NAME_CACHE)(self._map_local_name)
-        self.basic_cache = BasicCache(s.basic_cache) if s.basic_cache else None
+        limits = s.login_limits if isinstance(s.login_limits, LoginLimitOptions) else None
+        self._limits = limits
+        #: Where failed password logins are counted and sessions ended (``store``): this
+        #: process, or a Redis that every process and host shares.
+        self.store = make_store(s.store, limits, keep_for=_keep_for(s))
+        self._own_store = isinstance(s.store, str)
+        self.basic_cache = BasicCache(s.basic_cache, self.store) if s.basic_cache else None
         #: Whose word on the scheme and the client's address counts (``trusted_proxies``).
         self.proxies = Proxies(s.trusted_proxies)
         self._bindings: gssapi.raw.ChannelBindings | None = None
@@ -178,15 +187,13 @@ class KerberosGuard:
         self.sessions = (
             None
             if session is None
-            else SessionCookies(session, offered, self.policy.named_sids, self.proxies.scheme)
+            else SessionCookies(
+                session, offered, self.policy.named_sids, self.proxies.scheme, self.store
+            )
         )
         # Per user name: an event set when one of its password attempts ends, and how
         # many logins wait for it (IOLoop only).
         self._attempts: dict[str, tuple[asyncio.Event, int]] = {}
-        #: Failed password logins, counted (``None`` with ``login_limits`` off).
-        self.limits = (
-            LoginLimits(s.login_limits) if isinstance(s.login_limits, LoginLimitOptions) else None
-        )
         self._login_form = s.login_form if session is not None else None
         self._negotiate = s.negotiate
         self._ws_expiry = s.websocket_expiry
@@ -315,11 +322,18 @@ class KerberosGuard:
         """Do now what the first request would: check the keytab and acquire the acceptor
         credentials, and with ``app`` :meth:`check_application` too. Raises
         :class:`~tornado_kerb.KeytabError` (or :class:`~tornado_kerb.ConfigurationError`)
-        so that a broken deployment fails at start-up, not at the first user. Reads files
-        only: no KDC is contacted."""
+        so that a broken deployment fails at start-up, not at the first user. No KDC is
+        contacted; a shared ``store`` is given a moment to load the sessions already
+        ended (a warning if it does not answer)."""
         if app is not None:
             self.check_application(app)
         self.acceptor.credentials()
+        if not self.store.wait_ready(_STORE_READY):
+            log.warning(
+                "store %s: not answering at start-up: password logins get 503 until it "
+                "does, and sessions ended elsewhere are not known here until then",
+                self.store,
+            )
 
     def close(self) -> None:
         """Stop the KDC threads (waiting Basic logins are cancelled) and the directory's
@@ -329,6 +343,8 @@ class KerberosGuard:
         if self.directory is not None:
             self.directory.close()
         self.kdc.close()
+        if self._own_store:
+            self.store.close()
 
     # -- extension points ---------------------------------------------------------------
 
@@ -478,11 +494,39 @@ class KerberosGuard:
         log.debug("fresh login asked of %s", handler.request.remote_ip)
         self.refusals.answer(handler, 401, "login-requested")
 
-    def logout(self, handler: Handler) -> None:
+    @overload
+    def logout(self, handler: Handler, *, everywhere: Literal[False] = False) -> None: ...
+    @overload
+    def logout(self, handler: Handler, *, everywhere: Literal[True]) -> asyncio.Task[float]: ...
+    def logout(self, handler: Handler, *, everywhere: bool = False) -> asyncio.Task[float] | None:
         """Clear the session cookie (a browser with a ticket logs in again at once,
-        without a prompt: Negotiate needs none)."""
+        without a prompt: Negotiate needs none).
+
+        ``everywhere=True``: also end every session of the request's user, on every
+        process that shares the ``store`` (other browsers, other devices), and their
+        remembered Basic passwords: see :meth:`end_sessions`. This process stops taking
+        them at once; the returned task records it in the store (await it to know it
+        did: :class:`~tornado_kerb.StoreUnavailable` if the store did not answer; a task
+        nobody awaits still runs, and logs a failure)."""
         if self.sessions is not None:
             self.sessions.clear(handler)
+        if not everywhere:
+            return None
+        user = handler.current_user
+        if not isinstance(user, KerberosUser):
+            raise NoCredentials("logout(everywhere=True) needs a logged-in user")
+        return _logged(asyncio.create_task(self.end_sessions(user.principal)), user.principal)
+
+    async def end_sessions(self, principal: str) -> float:
+        """End every session cookie of ``principal`` issued until now, and forget their
+        remembered Basic passwords, on every process sharing the ``store`` (an admin's
+        call for a user who left, or whose password leaked). Their next request logs in
+        afresh, which the KDC decides. Returns the time recorded; raises
+        :class:`~tornado_kerb.StoreUnavailable` when the store could not record it (this
+        process has stopped taking them all the same)."""
+        when = await self.store.end_sessions(principal)
+        log.info("sessions of %s ended everywhere (before %.0f)", principal, when)
+        return when
 
     def _session_user(self, handler: Handler, session: Session) -> KerberosUser | None:
         # A cookie that verified: is its principal still one this guard lets in?
@@ -634,28 +678,33 @@ class KerberosGuard:
         """Prove a password, within ``login_limits``: over one, :class:`TooManyAttempts`
         and the KDC is not asked; a refused password counts against the user's name and
         the client's address, a good one clears the user's count."""
-        limits = self.limits
+        limits, store = self._limits, self.store
         if limits is None:
             return await self.kdc.prove(principal, password, self.acceptor)
         key, address = principal_key(principal), self.proxies.client(handler.request)
         deadline = time.monotonic() + self.settings.kdc_timeout
-        while (wait := limits.begin(key, address)) == 0:
+        # A store down: StoreUnavailable (503), the KDC not asked: limits fail closed.
+        while (wait := await store.begin(key, address)) == 0:
             # That user's attempts at the KDC now would fill the limit if they failed:
             # wait for one of them to end. Guesses sent all at once go per_principal at a
             # time, and so do a user's own parallel logins; past a few rounds of waiters,
             # the answer is 429 at once rather than a coroutine held for kdc_timeout.
             ended, waiting = self._attempts.get(key, (None, 0))
-            if waiting >= _WAITERS * limits.opts.per_principal:
+            left = deadline - time.monotonic()
+            if waiting >= _WAITERS * limits.per_principal or left <= 0:
                 wait = 1
                 break
             if ended is None:
                 ended = asyncio.Event()
             self._attempts[key] = (ended, waiting + 1)
             try:
-                await asyncio.wait_for(ended.wait(), deadline - time.monotonic())
+                # Attempts in other processes (a shared store) wake nobody here: ask
+                # the store again every _RECHECK seconds until the deadline.
+                await asyncio.wait_for(ended.wait(), min(left, _RECHECK) if store.shared else left)
             except asyncio.TimeoutError:
-                wait = 1
-                break
+                if not store.shared or time.monotonic() >= deadline:
+                    wait = 1
+                    break
             finally:
                 ended_now, left = self._attempts.get(key, (None, 1))
                 if ended_now is ended:
@@ -675,7 +724,7 @@ class KerberosGuard:
             raise
         finally:
             # Counted from begin() to here: guesses sent at once wait for each other.
-            limits.end(key, address, failed=failed, proven=proven)
+            await store.end(key, address, failed=failed, proven=proven)
             # Wake only this user's waiters (a new event for those who come later).
             waiters = self._attempts.pop(key, None)
             if waiters is not None:
@@ -957,6 +1006,29 @@ def _impersonating(
     # In the worker thread: S4U2Self talks to the KDC.
     creds = delegation.impersonate(principal)
     return call_as(creds, fn, *args, delegate_to=targets, **kwargs)
+
+
+def _logged(task: asyncio.Task[float], principal: str) -> asyncio.Task[float]:
+    # A logout's task that nobody awaits must not fail silently.
+    def done(finished: asyncio.Task[float]) -> None:
+        if not finished.cancelled() and finished.exception() is not None:
+            log.error(
+                "sessions of %s ended in this process only: %s", principal, finished.exception()
+            )
+
+    task.add_done_callback(done)
+    return task
+
+
+def _keep_for(settings: KerberosSettings) -> float:
+    # How long a "sessions ended before" time matters: until the last session or cached
+    # password it could end has expired anyway.
+    longest = 3600.0
+    if settings.session is not None:
+        longest = max(longest, settings.session.max_age)
+    if settings.basic_cache is not None:
+        longest = max(longest, settings.basic_cache.ttl)
+    return longest + 60
 
 
 def _sessions_on(settings: KerberosSettings) -> bool:

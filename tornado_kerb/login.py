@@ -22,7 +22,7 @@ import tornado.escape
 import tornado.web
 
 from .basic import parse_user
-from .errors import AuthenticationFailed, KerberosError
+from .errors import AuthenticationFailed, KerberosError, StoreUnavailable
 from .refusals import NAME_IS_REAL
 from .user import KerberosUser
 
@@ -236,21 +236,44 @@ class LoginHandler(_GuardedRoute):
 
 
 class LogoutHandler(_GuardedRoute):
-    """``GET``: a page with a sign-out button; ``POST``: clear the session cookie."""
+    """``GET``: a page with sign-out buttons; ``POST``: clear the session cookie, and
+    with ``everywhere=1`` end all the user's sessions (other browsers and devices, on
+    every process sharing the ``store``)."""
 
     def get(self) -> None:
         form = (
             f'<form method="post">{self.xsrf_form_html()}'
-            '<button type="submit">Sign out</button></form>'
+            '<button type="submit">Sign out</button> '
+            '<button type="submit" name="everywhere" value="1">Sign out everywhere</button>'
+            "</form>"
         )
         self._page("Sign out", "Sign out of this site?", form)
 
-    def post(self) -> None:
+    async def post(self) -> None:
         self.check_xsrf_cookie()
-        self.kerberos_guard().logout(self)
+        guard = self.kerberos_guard()
+        everywhere = self.get_body_argument("everywhere", "") == "1"
+        user = await guard.authenticate(self, optional=True) if everywhere else None
+        if isinstance(user, KerberosUser):
+            self.current_user = user
+            try:
+                await guard.logout(self, everywhere=True)
+            except StoreUnavailable:
+                self.set_status(503)
+                self._page(
+                    "Not signed out everywhere",
+                    "You are signed out in this browser, but your other sessions could not "
+                    "be ended right now. Please try again in a minute.",
+                    '<p><a href="/">Back to the site</a></p>',
+                )
+                return
+        else:
+            guard.logout(self)
         self._page(
             "Signed out",
-            "You are signed out of this site. A browser with a Kerberos ticket (a computer "
+            "You are signed out of this site"
+            + (" on every device" if user is not None else "")
+            + ". A browser with a Kerberos ticket (a computer "
             "signed in to the domain) signs you straight back in on your next visit; to "
             "stay out, close the browser or sign out of the computer.",
             '<p><a href="/">Back to the site</a></p>',

@@ -20,7 +20,7 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Collection, Mapping
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import tornado.httputil
 import tornado.web
@@ -204,13 +204,15 @@ class BasicCache:
     a miss. Only passwords the KDC and our keytab accepted go in. Thread-safe.
     """
 
-    def __init__(self, opts: BasicCacheOptions) -> None:
+    def __init__(self, opts: BasicCacheOptions, ended: Ended | None = None) -> None:
         self._opts = opts
         self._key = secrets.token_bytes(32)
         self._lock = threading.Lock()
-        self._entries: collections.OrderedDict[bytes, tuple[str, float, Claims]] = (
+        # principal, until, claims, when proven
+        self._entries: collections.OrderedDict[bytes, tuple[str, float, Claims, float]] = (
             collections.OrderedDict()
         )
+        self._ended = ended or _NeverEnded()
 
     def _hash(self, principal: str, password: str) -> bytes:
         data = principal.encode("utf-8") + b"\0" + password.encode("utf-8")
@@ -227,11 +229,12 @@ class BasicCache:
             entry = self._entries.get(key)
             if entry is None:
                 return None
-            if entry[1] <= now:
-                del self._entries[key]
+            ended = self._ended
+            if entry[1] <= now or (ended.ended and entry[3] < ended.not_before(entry[0])):
+                del self._entries[key]  # expired, or the user's sessions were ended
                 return None
             self._entries.move_to_end(key)
-            return entry
+            return entry[:3]
 
     def put(
         self, principal: str, password: str, proven: KerberosUser, ticket_end: float | None
@@ -244,7 +247,7 @@ class BasicCache:
             until = min(until, ticket_end)
         key = self._hash(principal, password)
         with self._lock:
-            self._entries[key] = (proven.principal, until, proven.claims)
+            self._entries[key] = (proven.principal, until, proven.claims, time.time())
             self._entries.move_to_end(key)
             while len(self._entries) > self._opts.entries:
                 self._entries.popitem(last=False)
@@ -256,6 +259,24 @@ class _Verified(NamedTuple):
     user: KerberosUser
     handler_class: type
     application: object
+    issued_at: int  # when it was signed: sessions ended after that end it
+
+
+class Ended(Protocol):
+    """Where sessions ended everywhere are known (a :class:`~tornado_kerb.store.Store`):
+    ``ended`` is true once any principal's were, ``not_before(principal)`` the time
+    before which that principal's sessions no longer count (0: none)."""
+
+    ended: bool
+
+    def not_before(self, principal: str) -> float: ...
+
+
+class _NeverEnded:
+    ended = False
+
+    def not_before(self, principal: str) -> float:
+        return 0.0
 
 
 #: Builds the user of a verified session for a handler, or ``None`` when the guard would
@@ -278,8 +299,11 @@ class SessionCookies:
         mechanisms: Collection[Mechanism],
         keep: Callable[[], Collection[str]] = frozenset,
         scheme: Callable[[tornado.httputil.HTTPServerRequest], str] | None = None,
+        ended: Ended | None = None,
     ) -> None:
         self.opts = opts
+        # Sessions ended everywhere (logout(everywhere=True), end_sessions()).
+        self._ended = ended or _NeverEnded()
         # The request's real scheme (a trusted proxy's word, see tornado_kerb.proxies).
         self._scheme = scheme or _protocol
         # The group SIDs the guard's settings name: all a cookie keeps of a user in
@@ -331,26 +355,34 @@ class SessionCookies:
                 min_version=2,
             )
             session = decode_session(raw, now) if raw else None
+            issued = _signed_at(value)
             user = None
-            if session is not None and session.mechanism in self._mechanisms:
+            if (
+                session is not None
+                and session.mechanism in self._mechanisms
+                and issued >= self._ended.not_before(session.principal)
+            ):
                 user = make_user(handler, session)
             if session is None or user is None:
                 self._verified.pop(value, None)
                 log.info("session cookie ignored from %s", request.remote_ip)
                 self.clear(handler)
                 return None
-            known = _Verified(session.expires_at, user, type(handler), handler.application)
+            known = _Verified(session.expires_at, user, type(handler), handler.application, issued)
             _remember(self._verified, value, known)
         if len(header) <= _HEADER_KEY_MAX:
             _remember(self._by_header, header, known)
         return known.user
 
-    @staticmethod
-    def _good(known: _Verified, handler: RequestHandler, now: float) -> bool:
+    def _good(self, known: _Verified, handler: RequestHandler, now: float) -> bool:
         return (
             known.expires_at > now
             and known.handler_class is type(handler)
             and known.application is handler.application
+            # One attribute read until somebody's sessions are ended somewhere.
+            and not (
+                self._ended.ended and known.issued_at < self._ended.not_before(known.user.principal)
+            )
         )
 
     def start(self, handler: RequestHandler, user: KerberosUser) -> None:
@@ -388,6 +420,15 @@ class SessionCookies:
             # A __Secure-/__Host- cookie can be cleared only by a Secure Set-Cookie.
             secure=opts.name.startswith(("__Secure-", "__Host-")),
         )
+
+
+def _signed_at(value: str) -> int:
+    # Tornado's signed value (version 2, already verified): "2|<key version>|<n>:<time>|…",
+    # the time it was signed. Unreadable: 0, which any ended session's time ends.
+    try:
+        return int(value.split("|", 3)[2].partition(":")[2])
+    except (IndexError, ValueError):
+        return 0
 
 
 def _protocol(request: tornado.httputil.HTTPServerRequest) -> str:

@@ -8,16 +8,14 @@ import inspect
 import os
 import re
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from .errors import ConfigurationError
 from .limits import LoginLimitOptions
 from .pac import is_sid
 from .proxies import Proxies
 from .session import BasicCacheOptions, SessionOptions, options
-
-if TYPE_CHECKING:
-    from .store import Store
+from .store import Store
 
 __all__ = ["KerberosSettings"]
 
@@ -31,7 +29,6 @@ _CHANNEL_BINDINGS = ("off", "allow", "require")
 CrossSite = Literal["refuse", "allow"]
 _CROSS_SITE = ("refuse", "allow")
 _STORE_URLS = ("redis://", "rediss://", "unix://")
-_STORE_METHODS = ("begin", "end", "not_before", "end_sessions", "close")
 # scheme://host[:port], as browsers send Origin: no path, no trailing slash, no userinfo.
 _ORIGIN = re.compile(r"(https?)://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?")
 
@@ -198,7 +195,7 @@ class KerberosSettings:
     #: ``GSS_USE_PROXY=yes``; needs ``hostname`` (or ``hostnames``), not ``keytab``.
     gssproxy: bool | str = False
     #: Where the password-guessing counters and the "sessions ended before" times live:
-    #: ``None`` (in this process), or a Redis URL (``"redis://host:6379/0"``,
+    #: ``None`` or ``"memory"`` (in this process), or a Redis URL (``"redis://host:6379/0"``,
     #: ``"rediss://…"``, ``"unix:///run/redis.sock"``) that every process and host shares,
     #: or a :class:`~tornado_kerb.store.Store`.
     store: str | Store | None = None
@@ -273,12 +270,14 @@ class KerberosSettings:
         self._check_gssproxy()
         if not (
             self.store is None
-            or all(callable(getattr(self.store, m, None)) for m in _STORE_METHODS)
+            or self.store == "memory"
+            or isinstance(self.store, Store)
             or (isinstance(self.store, str) and self.store.startswith(_STORE_URLS))
         ):
             raise ConfigurationError(
-                "kerberos setting 'store' must be None (this process), a Redis URL "
-                f"({', '.join(s + '…' for s in _STORE_URLS)}) or a Store, not {self.store!r}"
+                "kerberos setting 'store' must be None or 'memory' (this process), a Redis "
+                f"URL ({', '.join(s + '…' for s in _STORE_URLS)}) or a "
+                f"tornado_kerb.store.Store, not {self.store!r}"
             )
         if inspect.iscoroutinefunction(self.negotiate):
             raise ConfigurationError(

@@ -57,6 +57,9 @@ class Store(abc.ABC):
     #: The ``login_limits`` counted (``None``: logins are not counted, :meth:`begin`
     #: lets every one through).
     limits: LoginLimitOptions | None = None
+    #: Whether any principal's sessions were ended (:meth:`not_before` is not always 0):
+    #: a request may skip the lookup until then.
+    ended: bool = False
 
     @abc.abstractmethod
     async def begin(self, principal: str, address: str) -> int | None:
@@ -89,6 +92,13 @@ class Store(abc.ABC):
         *not before now* (this process sees it at once) and return that time (a later one
         already recorded stays). Raises :class:`~tornado_kerb.StoreUnavailable` when it
         could not be recorded for the other processes."""
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Wait until this process knows the sessions already ended (a shared store's
+        first load); whether it does. Sessions are taken meanwhile (a store that is down
+        must not log everybody out), so call it at start-up (:meth:`KerberosGuard.check
+        <tornado_kerb.KerberosGuard.check>` does)."""
+        return True
 
     @abc.abstractmethod
     def close(self) -> None:
@@ -126,6 +136,7 @@ class MemoryStore(Store):
         with self._lock:
             when = max(time.time(), self._not_before.get(principal, 0.0))
             self._not_before[principal] = when
+            self.ended = True
             if len(self._not_before) > _MIRROR_ENTRIES:
                 self._not_before = _recent(self._not_before, self.keep_for)
             return when
@@ -293,10 +304,10 @@ class RedisStore(Store):
         self.keep_for = _positive("keep_for", keep_for)
         self.pending_for = _positive("pending_for", pending_for)
         self.prefix = prefix
-        self.url = url
+        self._url = url  # with its password: never logged (see where)
         #: The URL without its password, for log lines.
         self.where = redact_url(url)
-        self._password = _password(url)
+        self._secrets = _secrets(url)
         self._redis = redis
         self._errors: tuple[type[BaseException], ...] = (
             redis.exceptions.RedisError,
@@ -313,9 +324,9 @@ class RedisStore(Store):
             "socket_connect_timeout": _TIMEOUT,
             "decode_responses": True,
         }
-        # One retry on a fresh connection, at once: a pooled connection Redis closed
-        # (it restarted) fails once, then the login goes on; a Redis that is down
-        # answers 503 quickly instead of after redis-py's backoff.
+        # One retry, at once, on a fresh connection: a connection that breaks under a
+        # command (Redis restarted, a proxy dropped it) gets a second chance; a Redis
+        # that hangs costs a login two timeouts, then the answer is 503.
         self._async_options = {
             **options,
             "retry": AsyncRetry(NoBackoff(), 1),
@@ -421,6 +432,9 @@ class RedisStore(Store):
         self._merge(principal, when)
         return when
 
+    def wait_ready(self, timeout: float) -> bool:
+        return self.synced.wait(timeout)
+
     def wait_for(self, principal: str, at_least: float, timeout: float) -> bool:
         """Wait until this process's mirror has a not-before of ``principal`` of at least
         ``at_least`` (``True``), or ``timeout`` seconds have passed (``False``)."""
@@ -441,6 +455,7 @@ class RedisStore(Store):
         with self._changed:
             if when > self._mirror.get(principal, 0.0):
                 self._mirror[principal] = when
+                self.ended = True
                 if len(self._mirror) > _MIRROR_ENTRIES:
                     # A new dictionary, swapped in: not_before() reads without the lock.
                     self._mirror = _recent(self._mirror, self.keep_for)
@@ -482,9 +497,10 @@ class RedisStore(Store):
                 if not down:
                     log.warning(
                         "store %s: lost (%s); sessions ended elsewhere are not seen here "
-                        "until it is back, password logins are refused",
+                        "until it is back%s",
                         self.where,
                         self._describe(err),
+                        "" if self.limits is None else ", password logins are refused",
                     )
                 down = True
             except Exception:
@@ -543,7 +559,7 @@ class RedisStore(Store):
                 del self._clients[gone]  # a loop closed without asyncio.run's clean-up
             try:
                 client = _LoopClient(
-                    self._redis.asyncio.Redis.from_url(self.url, **self._async_options)
+                    self._redis.asyncio.Redis.from_url(self._url, **self._async_options)
                 )
             except ValueError as err:
                 raise StoreUnavailable(self._describe(err)) from None
@@ -583,8 +599,8 @@ class RedisStore(Store):
 
     def _scrub(self, err: BaseException) -> str:
         text = str(err)[:200]
-        if self._password:
-            text = text.replace(self._password, "***")
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
         return text
 
 
@@ -639,19 +655,28 @@ def redact_url(url: str) -> str:
             ],
             safe="*/",
         )
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=query))
+    if not url.startswith(f"{parts.scheme}://"):
+        return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=query))
+    # By hand: urlunsplit() writes unix:///path back as unix:/path.
+    return (
+        f"{parts.scheme}://{netloc}{parts.path}"
+        + (f"?{query}" if query else "")
+        + (f"#{parts.fragment}" if parts.fragment else "")
+    )
 
 
-def _password(url: str) -> str | None:
+def _secrets(url: str) -> list[str]:
+    """The passwords in ``url``, as written and as meant, longest first."""
     try:
         parts = urllib.parse.urlsplit(url)
-        found = parts.password
-        for name, value in urllib.parse.parse_qsl(parts.query):
-            if name == "password":
-                found = value
+        found = [parts.password or ""]
+        found += [
+            value for name, value in urllib.parse.parse_qsl(parts.query) if name == "password"
+        ]
     except ValueError:
-        return None
-    return urllib.parse.unquote(found) if found else None
+        return []
+    found += [urllib.parse.unquote(value) for value in found]
+    return sorted({value for value in found if value}, key=len, reverse=True)
 
 
 def _digest(text: str) -> str:

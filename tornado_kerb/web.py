@@ -177,13 +177,16 @@ class KerberosAuthMixin(_HandlerBase):
         (``run_as_user``): the browser answers with a new token."""
         self.get_kerberos_guard().challenge(self)
 
-    def kerberos_logout(self) -> None:
+    def kerberos_logout(self, everywhere: bool = False) -> Awaitable[float] | None:
         """End the session: clear the session cookie (see the ``session`` setting).
 
         A browser that holds a ticket logs in again on its next request, silently:
         Negotiate needs no prompt. Logging out of Kerberos itself is ``kdestroy``.
+        ``everywhere=True`` ends all the user's sessions, on every process sharing the
+        ``store``: await what it returns (see :meth:`KerberosGuard.logout`).
         """
-        self.get_kerberos_guard().logout(self)
+        guard = self.get_kerberos_guard()
+        return guard.logout(self, everywhere=True) if everywhere else guard.logout(self)
 
     def get_login_url(self) -> str:
         """Tornado's login page, for ``@tornado.web.authenticated``: without a

@@ -156,6 +156,16 @@ class PrivateRedis:
         finally:
             client.close()
 
+    def pause(self) -> None:
+        """Freeze redis-server (SIGSTOP): it accepts connections and answers nothing,
+        as a Redis that hangs does. :meth:`resume` thaws it."""
+        if self._proc is not None:
+            os.killpg(self._proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self._proc is not None:
+            os.killpg(self._proc.pid, signal.SIGCONT)
+
     def log(self) -> str:
         try:
             with open(os.path.join(self.dir, "redis.log")) as log:
@@ -172,6 +182,7 @@ class PrivateRedis:
         for sig in (signal.SIGTERM, signal.SIGKILL):
             try:
                 os.killpg(proc.pid, sig)
+                os.killpg(proc.pid, signal.SIGCONT)  # if paused, so that it can stop
             except ProcessLookupError:
                 pass
             try:
