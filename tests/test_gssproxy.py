@@ -17,9 +17,7 @@ import json
 import logging
 import os
 import pathlib
-import select
 import shutil
-import signal
 import ssl
 import subprocess
 import sys
@@ -34,6 +32,7 @@ import tornado.httpserver
 import tornado.netutil
 import tornado.web
 
+from tests import backends
 from tests.clients import DELEGATE, MUTUAL, basic_header, negotiate_header, spnego_token
 from tests.conftest import ROOT, TLS, Realm, require
 from tornado_kerb import (
@@ -104,13 +103,7 @@ async def app_process(keytab: str, cert: str, key: str) -> None:
         kerberos=kerberos,
         keytab_path=keytab,
     )
-    server = tornado.httpserver.HTTPServer(app, ssl_options=context)
-    server.add_sockets(sockets)
-    stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    print(sockets[0].getsockname()[1], flush=True)
-    await stop.wait()
-    server.stop()
+    await backends.serve_until_terminated(app, ssl_options=context, sockets=sockets)
 
 
 @dataclasses.dataclass
@@ -147,30 +140,12 @@ def app(realm: Realm, tls: TLS, tmp_path_factory: pytest.TempPathFactory) -> Ite
             os.chown(home, NOBODY, NOBODY)
             env = {**os.environ, **proxy.client_env(), "KRB5CCNAME": f"FILE:{home}/ccache"}
             env.pop("KRB5_KTNAME", None)
-            with log.open("wb") as stderr:
-                proc = subprocess.Popen(
-                    [sys.executable, "-m", "tests.test_gssproxy", realm.keytab, tls.cert, tls.key],
-                    cwd=ROOT,
-                    env=env,
-                    stdout=subprocess.PIPE,
-                    stderr=stderr,
-                    text=True,
-                )
-            assert proc.stdout is not None
-            assert select.select([proc.stdout], [], [], 30)[0], "the app did not start in 30 s"
-            port = proc.stdout.readline().strip()
-            assert port.isdigit(), f"the app did not start: {log.read_text()}"
-            yield App(int(port), log, home / "ccache", proxy, tls.ca)
+            args = [realm.keytab, tls.cert, tls.key]
+            proc, port = backends.start("tests.test_gssproxy", args, log=log, env=env)
+            yield App(port, log, home / "ccache", proxy, tls.ca)
     finally:
         if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-            if proc.stdout is not None:
-                proc.stdout.close()
+            backends.stop(proc)
         for path, mode in modes.items():
             os.chmod(path, mode)
         if home is not None:

@@ -16,8 +16,6 @@ import http.client
 import logging
 import os
 import pathlib
-import select
-import signal
 import ssl
 import subprocess
 import sys
@@ -33,8 +31,9 @@ import tornado.netutil
 import tornado.web
 import tornado.websocket
 
+from tests import backends
 from tests.clients import basic_header, negotiate_header
-from tests.conftest import ROOT, TLS, Realm, require
+from tests.conftest import TLS, Realm, require
 from tornado_kerb import KerberosAuthMixin, authenticated
 from tornado_kerb.testing.nginx import PrivateNginx, nginx_available, site_config
 
@@ -79,14 +78,7 @@ async def backend(keytab: str, trusted: str, certificate: str, secret: str) -> N
     app = tornado.web.Application(
         [(r"/whoami", Whoami), (r"/ws", Echo)], kerberos=kerberos, cookie_secret=secret
     )
-    sockets = tornado.netutil.bind_sockets(0, "127.0.0.1")
-    server = tornado.httpserver.HTTPServer(app, xheaders=True)
-    server.add_sockets(sockets)
-    stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    print(sockets[0].getsockname()[1], flush=True)
-    await stop.wait()
-    server.stop()
+    await backends.serve_until_terminated(app, xheaders=True)
 
 
 @dataclasses.dataclass
@@ -120,52 +112,23 @@ def site(realm: Realm, tls: TLS, tmp_path_factory: pytest.TempPathFactory) -> It
     procs: list[subprocess.Popen[str]] = []
     nginx: PrivateNginx | None = None
     try:
-        backends = []
+        started = []
         for i in range(2):
             log = logs / f"backend{i}.log"
-            with log.open("wb") as stderr:
-                proc = subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "tests.test_nginx",
-                        realm.keytab,
-                        NGINX_SOURCE,
-                        tls.cert,
-                    ],
-                    cwd=ROOT,
-                    env=env,
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE,
-                    stderr=stderr,
-                    text=True,
-                )
+            args = [realm.keytab, NGINX_SOURCE, tls.cert]
+            proc, port = backends.start(
+                "tests.test_nginx", args, log=log, env=env, stdin=SECRET + "\n"
+            )
             procs.append(proc)
-            assert proc.stdin is not None and proc.stdout is not None
-            proc.stdin.write(SECRET + "\n")
-            proc.stdin.close()
-            # It prints its port once it listens (or exits): wait for that, with a deadline.
-            assert select.select([proc.stdout], [], [], 30)[0], "backend did not start in 30 s"
-            port = proc.stdout.readline().strip()
-            assert port.isdigit(), "backend did not start"
-            backends.append(Backend(int(port), proc.pid, log))
+            started.append(Backend(port, proc.pid, log))
         nginx = PrivateNginx(
-            [f"127.0.0.1:{b.port}" for b in backends], tls.cert, tls.key, source=NGINX_SOURCE
+            [f"127.0.0.1:{b.port}" for b in started], tls.cert, tls.key, source=NGINX_SOURCE
         )
-        yield Site(nginx, backends[0], backends[1], tls.ca)
+        yield Site(nginx, started[0], started[1], tls.ca)
     finally:
         if nginx is not None:
             nginx.stop()
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-            if proc.stdout is not None:
-                proc.stdout.close()
+        backends.stop(*procs)
 
 
 def get(site: Site, path: str, **kwargs: Any) -> requests.Response:

@@ -15,8 +15,6 @@ import dataclasses
 import logging
 import os
 import pathlib
-import select
-import signal
 import ssl
 import subprocess
 import sys
@@ -29,8 +27,9 @@ import tornado.ioloop
 import tornado.netutil
 import tornado.web
 
+from tests import backends
 from tests.clients import basic_header, negotiate_header, spnego_token
-from tests.conftest import ROOT, TLS, Realm, User, add_user, require
+from tests.conftest import TLS, Realm, User, add_user, require
 from tornado_kerb import KerberosAuthMixin, KerberosGuard, authenticated
 from tornado_kerb.testing.redis import PrivateRedis, redis_available
 
@@ -80,14 +79,7 @@ async def serve(keytab: str, store: str, cert: str, key: str) -> None:
     KerberosGuard.for_application(app).check()  # waits for the store's ended sessions
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
-    sockets = tornado.netutil.bind_sockets(0, "127.0.0.1")
-    server = tornado.httpserver.HTTPServer(app, ssl_options=context)
-    server.add_sockets(sockets)
-    stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    print(sockets[0].getsockname()[1], flush=True)
-    await stop.wait()
-    server.stop()
+    await backends.serve_until_terminated(app, ssl_options=context)
     KerberosGuard.for_application(app).close()
 
 
@@ -125,43 +117,15 @@ def site(realm: Realm, tls: TLS, tmp_path_factory: pytest.TempPathFactory) -> It
             started = []
             for i in range(2):
                 log = logs / f"process{i}.log"
-                with log.open("wb") as stderr:
-                    proc = subprocess.Popen(
-                        [
-                            sys.executable,
-                            "-m",
-                            "tests.test_shared_store",
-                            realm.keytab,
-                            redis_server.url,
-                            tls.cert,
-                            tls.key,
-                        ],
-                        cwd=ROOT,
-                        stdin=subprocess.PIPE,
-                        stdout=subprocess.PIPE,
-                        stderr=stderr,
-                        text=True,
-                    )
+                args = [realm.keytab, redis_server.url, tls.cert, tls.key]
+                proc, port = backends.start(
+                    "tests.test_shared_store", args, log=log, stdin=SECRET + "\n"
+                )
                 procs.append(proc)
-                assert proc.stdin is not None and proc.stdout is not None
-                proc.stdin.write(SECRET + "\n")
-                proc.stdin.close()
-                assert select.select([proc.stdout], [], [], 30)[0], "no start in 30 s"
-                port = proc.stdout.readline().strip()
-                assert port.isdigit(), f"process did not start: {log.read_text()}"
-                started.append(Process(int(port), log, tls.ca))
+                started.append(Process(port, log, tls.ca))
             yield Site(redis_server, started[0], started[1])
         finally:
-            for proc in procs:
-                proc.terminate()
-            for proc in procs:
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(timeout=10)
-                if proc.stdout is not None:
-                    proc.stdout.close()
+            backends.stop(*procs)
 
 
 def test_two_processes_share_one_guessing_limit(site: Site, realm: Realm) -> None:
