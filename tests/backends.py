@@ -8,6 +8,7 @@ A test module that is also such a server calls :func:`serve_until_terminated` fr
 from __future__ import annotations
 
 import asyncio
+import logging
 import pathlib
 import select
 import signal
@@ -24,6 +25,14 @@ import tornado.web
 from tests.conftest import ROOT
 
 _START_TIMEOUT = 30
+
+
+def log_refusals() -> None:
+    """tornado_kerb's log (refusals and their reasons) on stderr, which :func:`start`
+    keeps in the log file tests read."""
+    library = logging.getLogger("tornado_kerb")
+    library.setLevel(logging.INFO)
+    library.addHandler(logging.StreamHandler())
 
 
 async def serve_until_terminated(

@@ -14,7 +14,6 @@ import asyncio
 import dataclasses
 import errno
 import json
-import logging
 import os
 import pathlib
 import shutil
@@ -89,9 +88,7 @@ def drop_privileges() -> None:
 
 
 async def app_process(keytab: str, cert: str, key: str) -> None:
-    library = logging.getLogger("tornado_kerb")  # refusals and their reasons, on stderr
-    library.setLevel(logging.INFO)
-    library.addHandler(logging.StreamHandler())
+    backends.log_refusals()
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)  # read as root, like any server's private key
     sockets = tornado.netutil.bind_sockets(0, "127.0.0.1")

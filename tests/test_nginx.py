@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import http.client
-import logging
 import os
 import pathlib
 import ssl
@@ -63,9 +62,7 @@ class Echo(KerberosAuthMixin, tornado.websocket.WebSocketHandler):
 
 
 async def backend(keytab: str, trusted: str, certificate: str, secret: str) -> None:
-    library = logging.getLogger("tornado_kerb")  # refusals and their reasons, on stderr
-    library.setLevel(logging.INFO)
-    library.addHandler(logging.StreamHandler())
+    backends.log_refusals()
     kerberos = {
         "keytab": keytab,
         "hostname": "localhost",

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import logging
 import os
 import pathlib
 import ssl
@@ -64,9 +63,7 @@ class Known(tornado.web.RequestHandler):
 
 
 async def serve(keytab: str, store: str, cert: str, key: str) -> None:
-    library = logging.getLogger("tornado_kerb")  # refusals and their reasons, on stderr
-    library.setLevel(logging.INFO)
-    library.addHandler(logging.StreamHandler())
+    backends.log_refusals()
     kerberos = {
         "keytab": keytab,
         "hostname": "localhost",
