@@ -827,6 +827,25 @@ def test_a_provider_built_by_hand_raises_instead_of_exiting() -> None:
         provider.validate_security(type("App", (), {"ip": "127.0.0.1"})())
 
 
+def test_gssproxy_keeps_the_keytab_from_the_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The reason for GSS-Proxy: kernels run as the server's account. The trait reaches
+    # the guard, which holds no keytab then, and refuses to start without the environment.
+    from tornado_kerb import ConfigurationError
+    from tornado_kerb.gssproxy import NO_KEYTAB
+    from tornado_kerb.jupyter import KerberosIdentityProvider
+
+    provider = KerberosIdentityProvider(gssproxy=True, hostname="localhost")
+    monkeypatch.delenv("GSS_USE_PROXY", raising=False)
+    with pytest.raises(ConfigurationError, match="GSS_USE_PROXY=yes"):
+        provider.guard  # noqa: B018 - built on first use
+    monkeypatch.setenv("GSS_USE_PROXY", "yes")
+    monkeypatch.setenv("GSSPROXY_SOCKET", "/run/gssproxy-test.sock")
+    guard = KerberosIdentityProvider(gssproxy="/run/gssproxy-test.sock", hostname="h").guard
+    assert guard.acceptor.proxy is not None
+    assert guard.acceptor.proxy.socket == "/run/gssproxy-test.sock"
+    assert guard.acceptor.keytab == NO_KEYTAB
+
+
 def test_the_core_package_never_imports_jupyter() -> None:
     code = (
         "import sys, tornado_kerb, tornado_kerb.testing; "

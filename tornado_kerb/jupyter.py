@@ -56,7 +56,7 @@ from gssapi.raw.misc import GSSError
 from jupyter_server.auth.identity import IdentityProvider, User
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager
-from traitlets import Bool, Int, List, Unicode, default
+from traitlets import Bool, Int, List, Unicode, Union, default
 from traitlets.config import Application, Config, Configurable
 
 from ._gss import describe
@@ -128,6 +128,14 @@ class KerberosIdentityProvider(IdentityProvider):
         "ServerApp.trust_xheaders: the login cookie is set and taken over what they say is "
         "HTTPS. From any other peer the connection's own scheme counts.",
     )
+    gssproxy = Union(
+        [Bool(), Unicode()],
+        default_value=False,
+        config=True,
+        help="Accept through GSS-Proxy, which holds the keytab, so that no kernel of the "
+        "server's account can read it: True, or GSS-Proxy's socket path. Start the server "
+        "with GSS_USE_PROXY=yes in its environment; set hostname; not keytab.",
+    )
     login_cookie_http = Bool(
         False,
         config=True,
@@ -182,6 +190,8 @@ class KerberosIdentityProvider(IdentityProvider):
                 settings["allowed_principals"] = tuple(self.allowed_principals)
             if self.trusted_proxies:
                 settings["trusted_proxies"] = tuple(self.trusted_proxies)
+            if self.gssproxy not in (False, ""):
+                settings["gssproxy"] = self.gssproxy
             self._guard = _JupyterGuard(self, settings)
         return self._guard
 
