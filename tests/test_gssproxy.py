@@ -128,16 +128,22 @@ def app(realm: Realm, tls: TLS, tmp_path_factory: pytest.TempPathFactory) -> Ite
     os.chmod(conf, 0o644)
     os.chmod(realm.keytab, 0o600)
     log = tmp_path_factory.mktemp("gssproxy-app") / "app.log"
+    # The daemon's keytab also holds another service's key (host/, as /etc/krb5.keytab
+    # does): tickets for it must not log anybody in here.
+    keytab = log.with_name("daemon.keytab")
+    shutil.copyfile(realm.keytab, keytab)
+    realm.k5.extract_keytab(realm.k5.host_princ, str(keytab))
+    os.chmod(keytab, 0o600)
     proc: subprocess.Popen[str] | None = None
     home: pathlib.Path | None = None
     try:
-        with PrivateGSSProxy(realm.keytab, env=realm.k5.env, euid=NOBODY) as proxy:
+        with PrivateGSSProxy(str(keytab), env=realm.k5.env, euid=NOBODY) as proxy:
             # The process's default cache: nobody's to write, and nothing may land there.
             home = pathlib.Path(tempfile.mkdtemp(prefix="tk-nobody-"))
             os.chown(home, NOBODY, NOBODY)
             env = {**os.environ, **proxy.client_env(), "KRB5CCNAME": f"FILE:{home}/ccache"}
             env.pop("KRB5_KTNAME", None)
-            args = [realm.keytab, tls.cert, tls.key]
+            args = [str(keytab), tls.cert, tls.key]
             proc, port = backends.start("tests.test_gssproxy", args, log=log, env=env)
             yield App(port, log, home / "ccache", proxy, tls.ca)
     finally:
@@ -159,6 +165,15 @@ def test_negotiate_through_gssproxy(app: App, realm: Realm) -> None:
     assert answer.status_code == 200, app.proxy.log()[-3000:]
     assert answer.json() == {"principal": realm.user, "uid": NOBODY}
     assert "acceptor credentials acquired through GSS-Proxy" in app.log.read_text()
+
+
+def test_a_ticket_for_another_key_of_the_daemon_is_refused(app: App, realm: Realm) -> None:
+    # GSS-Proxy accepts for any key in its keytab, whatever name we asked for: measured.
+    host = realm.k5.host_princ.partition("/")[2].partition("@")[0]
+    other = app.get("/whoami", Authorization=negotiate_header(spnego_token(f"host@{host}")))
+    assert other.status_code == 401
+    assert "Kerberos login refused (wrong-service)" in app.log.read_text()
+    assert app.get("/whoami", Authorization=negotiate_header()).status_code == 200
 
 
 def test_basic_through_gssproxy(app: App, realm: Realm) -> None:

@@ -119,6 +119,7 @@ class Acceptor:
         self._lock = threading.Lock()
         self._creds: gssapi.Credentials | None = None
         self._by_host: dict[str, gssapi.Credentials] = {}
+        self._proxy_hosts: frozenset[str] = frozenset()
         self._principal = ""
 
     def credentials(self) -> gssapi.Credentials:
@@ -148,15 +149,52 @@ class Acceptor:
         bound to none is accepted with ``channel_bound`` false (MIT >= 1.19). ``host``:
         the request's host name, whose key is tried first when there are several."""
         creds = self.credentials()
+        if self.proxy is not None:
+            return self._step_through_proxy(token, creds, bindings)
         if self.hostnames:
             return self._accept_any(token, bindings, host)
         return self._step(token, creds, bindings)
+
+    def _step_through_proxy(
+        self,
+        token: bytes,
+        creds: gssapi.Credentials,
+        bindings: gssapi.raw.ChannelBindings | None,
+    ) -> Accepted:
+        # GSS-Proxy accepts a ticket for any key in its keytab, whatever name we acquired
+        # for (measured: host/ and other HTTP/ keys got in): the name is checked here.
+        contexts: list[gssapi.raw.SecurityContext] = []
+        accepted = self._step(token, creds, bindings, contexts)
+        try:
+            target = gssapi.raw.inquire_context(
+                contexts[0],
+                initiator_name=False,
+                target_name=True,
+                lifetime=False,
+                mech=False,
+                flags=False,
+                locally_init=False,
+                complete=False,
+            ).target_name
+            name = "" if target is None else gssapi.raw.display_name(target).name.decode()
+        except (GSSError, UnicodeDecodeError):
+            raise AuthenticationFailed("wrong-service", "no target name") from None
+        spn, _, realm = name.rpartition("@")
+        service, _, host = spn.partition("/")
+        if (
+            service != self._service
+            or host.lower() not in self._proxy_hosts
+            or (self._realm and realm != self._realm)
+        ):
+            raise AuthenticationFailed("wrong-service", f"a ticket for {name}, not ours")
+        return accepted
 
     def _step(
         self,
         token: bytes,
         creds: gssapi.Credentials,
         bindings: gssapi.raw.ChannelBindings | None,
+        contexts: list[gssapi.raw.SecurityContext] | None = None,
     ) -> Accepted:
         if self.delegation is not None:
             # Until our own TGT is there (or while the KDC is away): no constrained
@@ -172,6 +210,8 @@ class Acceptor:
             )
             if result.more_steps:
                 raise AuthenticationFailed("continue-needed", "multi-step SPNEGO")
+            if contexts is not None:
+                contexts.append(result.context)
             name = gssapi.raw.display_name(result.initiator_name).name
         except GSSError as err:
             self._check_still_readable()
@@ -294,8 +334,7 @@ class Acceptor:
                     f"does gssproxy.conf have a service for uid {os.geteuid()} whose keytab "
                     "holds that key?",
                 ) from None
-        if self.hostnames:
-            self._by_host = by_host
+        self._proxy_hosts = frozenset(by_host)
         at = f"@{self._realm}" if self._realm else ""
         self._principal = f"{self._service}/{hosts[0]}{at}"
         log.info("acceptor credentials acquired through GSS-Proxy at %s", proxy.socket)
