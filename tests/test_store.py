@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 import pytest
 
 from tests.conftest import require
+from tornado_kerb import KerberosSettings
 from tornado_kerb.errors import ConfigurationError, StoreUnavailable
 from tornado_kerb.limits import LoginLimitOptions
 from tornado_kerb.store import MemoryStore, RedisStore, Store, make_store, redact_url
@@ -464,6 +465,26 @@ def test_redact_url() -> None:
         "unix:///run/redis.sock?db=1&password=***"
     )
     assert redact_url("redis://h:6379/0") == "redis://h:6379/0"
+    # Unencoded / # ? in the password (base64 secrets hold "/"): urlsplit() finds no user
+    # part in those, nor in a scheme typo; everything before the last "@" goes anyway.
+    assert redact_url("redis://:s3cr/et@h:6379/0") == "redis://:***@h:6379/0"
+    assert redact_url("redis://:a#b@h/0") == "redis://:***@h/0"
+    assert redact_url("redis://:a?b@h/0") == "redis://:***@h/0"
+    assert "pw" not in redact_url("redis:/:pw@h")
+
+
+def test_a_url_redis_py_cannot_parse_does_not_show_its_password() -> None:
+    for url in ("redis://:s3cr3t/pw@127.0.0.1:6379/0", "redis://:s3cr3t#pw@127.0.0.1:6379/0"):
+        with pytest.raises(ConfigurationError, match="percent-encode") as info:
+            make_store(url, None, keep_for=60)
+        assert "s3cr3t" not in str(info.value)
+
+
+def test_a_bad_store_setting_does_not_show_its_password() -> None:
+    for url in ("Redis://:s3cr3tpw@h/0", "redis:/:s3cr3tpw@h", "rediss//:s3cr3tpw@h"):
+        with pytest.raises(ConfigurationError) as info:
+            KerberosSettings(store=url)
+        assert "s3cr3tpw" not in str(info.value)
 
 
 # -- the setting -----------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from .limits import LoginLimitOptions
 from .pac import is_sid
 from .proxies import Proxies
 from .session import BasicCacheOptions, SessionOptions, options
-from .store import Store
+from .store import Store, redact_url
 
 __all__ = ["KerberosSettings"]
 
@@ -277,7 +277,12 @@ class KerberosSettings:
             raise ConfigurationError(
                 "kerberos setting 'store' must be None or 'memory' (this process), a Redis "
                 f"URL ({', '.join(s + '…' for s in _STORE_URLS)}) or a "
-                f"tornado_kerb.store.Store, not {self.store!r}"
+                "tornado_kerb.store.Store, not "
+                + (
+                    repr(redact_url(self.store))
+                    if isinstance(self.store, str)
+                    else repr(self.store)
+                )
             )
         if inspect.iscoroutinefunction(self.negotiate):
             raise ConfigurationError(
@@ -336,6 +341,11 @@ class KerberosSettings:
                     f"unknown kerberos setting {key!r}{also}; known: {', '.join(known)}"
                 )
         return cls(**raw)
+
+
+def _shown(value: object) -> str:
+    # A setting's value for an error message: a URL without its password.
+    return repr(redact_url(value)) if isinstance(value, str) else repr(value)
 
 
 def _path(key: str, value: object) -> str | None:

@@ -337,10 +337,11 @@ class RedisStore(Store):
             self._sync = redis.Redis.from_url(
                 url, **options, retry=Retry(NoBackoff(), 0), health_check_interval=30
             )
-        except ValueError as err:
+        except ValueError:
             raise ConfigurationError(
-                f"kerberos setting 'store': not a Redis URL {self.where!r}: {self._scrub(err)}"
-            ) from None
+                f"kerberos setting 'store': not a Redis URL {self.where!r} (redis-py cannot "
+                "parse it: percent-encode / # ? @ : in the password, as %2F %23 %3F %40 %3A)"
+            ) from None  # its own words may quote a piece of the password
         self._clients: dict[asyncio.AbstractEventLoop, _LoopClient] = {}
         self._lock = threading.Lock()
         self._closed = False
@@ -636,45 +637,38 @@ def make_store(value: object, limits: LoginLimitOptions | None, *, keep_for: flo
 
 
 def redact_url(url: str) -> str:
-    """``url`` without the password it may hold (in its user part or its query), for logs."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-    except ValueError:
-        return "<unparsable URL>"
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, _, host = netloc.rpartition("@")
+    """``url`` without the password it may hold (in its user part or its query), for logs
+    and errors. Worked on the raw text: a password with an unencoded ``/``, ``#`` or ``?``
+    leaves no ``@`` in what :func:`urllib.parse.urlsplit` calls the host, and a typo in
+    the scheme none at all, yet everything before the last ``@`` goes."""
+    scheme, sep, rest = url.partition("://")
+    head = f"{scheme}{sep}" if sep else ""
+    rest = rest if sep else url
+    if "@" in rest:
+        userinfo, _, host = rest.rpartition("@")
         user, colon, _ = userinfo.partition(":")
-        netloc = f"{user}:***@{host}" if colon else f"***@{host}"
-    query = parts.query
-    if query:
-        query = urllib.parse.urlencode(
-            [
-                (name, "***" if "password" in name.lower() else value)
-                for name, value in urllib.parse.parse_qsl(query, keep_blank_values=True)
-            ],
-            safe="*/",
+        rest = f"{user}:***@{host}" if colon and "/" not in user else f"***@{host}"
+    path, question, query = rest.partition("?")
+    if question:
+        query = "&".join(
+            f"{pair.partition('=')[0]}=***" if "password" in pair.lower() else pair
+            for pair in query.split("&")
         )
-    if not url.startswith(f"{parts.scheme}://"):
-        return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=query))
-    # By hand: urlunsplit() writes unix:///path back as unix:/path.
-    return (
-        f"{parts.scheme}://{netloc}{parts.path}"
-        + (f"?{query}" if query else "")
-        + (f"#{parts.fragment}" if parts.fragment else "")
-    )
+    return f"{head}{path}{question}{query}"
 
 
 def _secrets(url: str) -> list[str]:
-    """The passwords in ``url``, as written and as meant, longest first."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-        found = [parts.password or ""]
-        found += [
-            value for name, value in urllib.parse.parse_qsl(parts.query) if name == "password"
-        ]
-    except ValueError:
-        return []
+    """The passwords in ``url``, as written and as meant, longest first (from the raw
+    text, as :func:`redact_url` finds them)."""
+    rest = url.partition("://")[2] or url
+    found = []
+    if "@" in rest:
+        userinfo = rest.rpartition("@")[0]
+        found += [userinfo, userinfo.partition(":")[2]]
+    for pair in rest.partition("?")[2].split("&"):
+        name, _, value = pair.partition("=")
+        if "password" in name.lower():
+            found.append(value.partition("#")[0])
     found += [urllib.parse.unquote(value) for value in found]
     return sorted({value for value in found if value}, key=len, reverse=True)
 
