@@ -13,6 +13,7 @@ import asyncio
 import dataclasses
 import gc
 import logging
+import os
 import sys
 import threading
 import time
@@ -59,23 +60,42 @@ class Limits:
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return self.runner.run(coro)
 
-    def begin(self, principal: str, address: str) -> int | None:
-        return self.run(self.store.begin(principal, address))
+    def begin(self, principal: str, address: str, attempt: str = "") -> int | None:
+        return self.run(self.store.begin(principal, address, attempt))
 
-    def end(self, principal: str, address: str, *, failed: bool, proven: bool = False) -> None:
-        self.run(self.store.end(principal, address, failed=failed, proven=proven))
+    def end(
+        self,
+        principal: str,
+        address: str,
+        *,
+        failed: bool,
+        proven: bool = False,
+        name: str = "",
+        attempt: str = "",
+    ) -> None:
+        store = self.store
+        self.run(
+            store.end(principal, address, failed=failed, proven=proven, name=name, attempt=attempt)
+        )
 
     def attempt(
-        self, principal: str, address: str, *, failed: bool = False, proven: bool = False
+        self,
+        principal: str,
+        address: str,
+        *,
+        failed: bool = False,
+        proven: bool = False,
+        name: str = "",
     ) -> int | None:
         """One password login: begin(), and if let through, end() with what the KDC said."""
-        wait = self.begin(principal, address)
+        attempt = os.urandom(8).hex()
+        wait = self.begin(principal, address, attempt)
         if wait is None:
-            self.end(principal, address, failed=failed, proven=proven)
+            self.end(principal, address, failed=failed, proven=proven, name=name, attempt=attempt)
         return wait
 
-    def fail(self, principal: str, address: str) -> None:
-        assert self.attempt(principal, address, failed=True) is None
+    def fail(self, principal: str, address: str, name: str = "") -> None:
+        assert self.attempt(principal, address, failed=True, name=name) is None
 
     def end_sessions(self, principal: str) -> float:
         return self.run(self.store.end_sessions(principal))
@@ -164,6 +184,41 @@ def test_attempts_at_the_kdc_count_until_they_end(stores: Make) -> None:
     for name in ("b", "c", "d"):
         assert s.begin(name, "198.51.100.5") is None
     assert s.begin("e", "198.51.100.5") == 1
+
+
+def test_a_proven_password_forgives_only_failures_typed_as_that_name(stores: Make) -> None:
+    # "Alice@R" and "alice@R" are one user to the limits (folded), two accounts on MIT:
+    # the attacker who owns Alice must not lift the limit on alice by proving her own.
+    s = stores(options(per_principal=2, window=600))
+    s.fail("alice", "203.0.113.1", name="alice@R")
+    assert s.attempt("alice", "203.0.113.2", proven=True, name="Alice@R") is None
+    s.fail("alice", "203.0.113.1", name="alice@R")
+    assert s.begin("alice", "203.0.113.3") == pytest.approx(600, abs=2)  # still counted
+    # alice's own password forgives her own failures.
+    s2 = stores(options(per_principal=2, window=600))
+    s2.fail("bob", "203.0.113.1", name="bob@R")
+    assert s2.attempt("bob", "203.0.113.2", proven=True, name="bob@R") is None
+    s2.fail("bob", "203.0.113.1", name="bob@R")
+    assert s2.begin("bob", "203.0.113.3") is None
+
+
+def test_an_attempt_never_ended_runs_out_on_a_busy_key(redis_stores: Make) -> None:
+    # A process that crashed between begin() and end(): its attempts stop counting after
+    # pending_for, even while other logins from that address keep the key alive (a busy
+    # NAT or proxy address would otherwise stay short of slots for as long as it is busy).
+    s = redis_stores(options(per_principal=50, per_address=3, window=60), pending_for=1)
+    address = "192.0.2.50"
+    assert s.begin("crashed1", address) is None
+    assert s.begin("crashed2", address) is None
+    deadline = time.monotonic() + 10
+    while True:
+        assert s.attempt("carol", address) is None  # a login that ends, keeping it busy
+        let_in = [name for name in ("x", "y", "z") if s.begin(name, address, name) is None]
+        for name in let_in:
+            s.end(name, address, failed=False, attempt=name)
+        if len(let_in) == 3:
+            break  # the two leaked attempts have run out (on Redis's clock, not ours)
+        assert time.monotonic() < deadline, "the leaked attempts never ran out"
 
 
 def test_a_proven_password_forgives_the_user_not_the_address(stores: Make) -> None:

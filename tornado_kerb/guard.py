@@ -16,6 +16,7 @@ import functools
 import inspect
 import logging
 import math
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Literal, NoReturn, TypeVar, overload
@@ -684,7 +685,8 @@ class KerberosGuard:
         key, address = principal_key(principal), self.proxies.client(handler.request)
         deadline = time.monotonic() + self.settings.kdc_timeout
         # A store down: StoreUnavailable (503), the KDC not asked: limits fail closed.
-        while (wait := await store.begin(key, address)) == 0:
+        attempt = secrets.token_hex(8)  # its in-flight count ends with it, and only it
+        while (wait := await store.begin(key, address, attempt)) == 0:
             # That user's attempts at the KDC now would fill the limit if they failed:
             # wait for one of them to end. Guesses sent all at once go per_principal at a
             # time, and so do a user's own parallel logins; past a few rounds of waiters,
@@ -724,7 +726,9 @@ class KerberosGuard:
             raise
         finally:
             # Counted from begin() to here: guesses sent at once wait for each other.
-            await store.end(key, address, failed=failed, proven=proven)
+            await store.end(
+                key, address, failed=failed, proven=proven, name=principal, attempt=attempt
+            )
             # Wake only this user's waiters (a new event for those who come later).
             waiters = self._attempts.pop(key, None)
             if waiters is not None:

@@ -56,13 +56,13 @@ def principal_key(principal: str) -> str:
 
 
 class _Window:
-    """Failure times of one key, newest last (at most ``limit`` of them), and the
-    attempts of that key the KDC is answering now."""
+    """Failure times of one key, newest last (at most ``limit`` of them), each with the
+    name it was typed as, and the attempts of that key the KDC is answering now."""
 
     __slots__ = ("pending", "times")
 
     def __init__(self, limit: int) -> None:
-        self.times: collections.deque[float] = collections.deque(maxlen=limit)
+        self.times: collections.deque[tuple[float, str]] = collections.deque(maxlen=limit)
         self.pending = 0
 
 
@@ -106,10 +106,14 @@ class LoginLimits:
             host.pending += 1
             return None
 
-    def end(self, principal: str, address: str, *, failed: bool, proven: bool = False) -> None:
+    def end(
+        self, principal: str, address: str, *, failed: bool, proven: bool = False, name: str = ""
+    ) -> None:
         """The attempt :meth:`begin` let through is over: a refused password (``failed``:
         a wrong one, an unknown or locked user) counts; a ``proven`` one forgives the
-        user's failures (not the address's); neither (the KDC did not answer) just ends."""
+        user's failures typed as that very ``name`` (the principal as typed; not the
+        address's, nor those of another account whose name folds the same, "Alice" on
+        MIT); neither (the KDC did not answer) just ends."""
         now = time.monotonic()
         opts = self.opts
         with self._lock:
@@ -118,15 +122,17 @@ class LoginLimits:
             user.pending = max(0, user.pending - 1)
             host.pending = max(0, host.pending - 1)
             if failed:
-                user.times.append(now)
-                host.times.append(now)
+                user.times.append((now, name))
+                host.times.append((now, name))
             elif proven:
+                kept = [(t, typed) for t, typed in user.times if typed != name]
                 user.times.clear()
+                user.times.extend(kept)
 
     def _wait(self, window: _Window | None, limit: int, now: float) -> float | None:
         if window is None:
             return None
-        recent = [t for t in window.times if t > now - self.opts.window]
+        recent = [t for t, _ in window.times if t > now - self.opts.window]
         if len(recent) + window.pending < limit:
             return None
         if len(recent) < limit:

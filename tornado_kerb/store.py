@@ -62,21 +62,34 @@ class Store(abc.ABC):
     ended: bool = False
 
     @abc.abstractmethod
-    async def begin(self, principal: str, address: str) -> int | None:
+    async def begin(self, principal: str, address: str, attempt: str = "") -> int | None:
         """As :meth:`LoginLimits.begin <tornado_kerb.limits.LoginLimits.begin>`: let a
         password login of ``principal`` (already :func:`~tornado_kerb.limits.principal_key`-ed)
         from ``address`` (the client's IP as it is) go to the KDC (``None``; call
         :meth:`end` when it has answered), or refuse it: the seconds until one may be
         tried, or ``0`` when that user's attempts still at the KDC fill the limit.
 
+        ``attempt``: a name for this attempt, unique, given to :meth:`end` too, so that
+        only this attempt's in-flight count ends there (one a crashed process never ended
+        runs out on its own).
+
         Raises :class:`~tornado_kerb.StoreUnavailable` when the store cannot be asked:
         logins are refused rather than let through uncounted."""
 
     @abc.abstractmethod
     async def end(
-        self, principal: str, address: str, *, failed: bool, proven: bool = False
+        self,
+        principal: str,
+        address: str,
+        *,
+        failed: bool,
+        proven: bool = False,
+        name: str = "",
+        attempt: str = "",
     ) -> None:
-        """As :meth:`LoginLimits.end <tornado_kerb.limits.LoginLimits.end>`. Never
+        """As :meth:`LoginLimits.end <tornado_kerb.limits.LoginLimits.end>`: ``name`` is
+        the principal as typed, whose failures alone a ``proven`` password forgives;
+        ``attempt`` what :meth:`begin` was given. Never
         raises: when the store is down, a warning is logged and the attempt's in-flight
         count runs out on its own."""
 
@@ -120,14 +133,21 @@ class MemoryStore(Store):
         self._not_before: dict[str, float] = {}
         self._lock = threading.Lock()
 
-    async def begin(self, principal: str, address: str) -> int | None:
+    async def begin(self, principal: str, address: str, attempt: str = "") -> int | None:
         return None if self._limits is None else self._limits.begin(principal, address)
 
     async def end(
-        self, principal: str, address: str, *, failed: bool, proven: bool = False
+        self,
+        principal: str,
+        address: str,
+        *,
+        failed: bool,
+        proven: bool = False,
+        name: str = "",
+        attempt: str = "",
     ) -> None:
         if self._limits is not None:
-            self._limits.end(principal, address, failed=failed, proven=proven)
+            self._limits.end(principal, address, failed=failed, proven=proven, name=name)
 
     def not_before(self, principal: str) -> float:
         return self._not_before.get(principal, 0.0)
@@ -158,12 +178,15 @@ local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
 _BEGIN = (
     _NOW
     + """
--- ARGV: per_principal, per_address, window (s), in-flight expiry (ms)
+-- ARGV: per_principal, per_address, window (s), in-flight expiry (s), a unique member.
+-- Attempts at the KDC are a sorted set too, scored by when each stops counting: one a
+-- crashed process never ended runs out on its own, however busy its key stays.
 local window = tonumber(ARGV[3])
 local function wait(times, pending, limit)
   redis.call('ZREMRANGEBYSCORE', times, '-inf', string.format('%.6f', now - window))
+  redis.call('ZREMRANGEBYSCORE', pending, '-inf', string.format('%.6f', now))
   local recent = redis.call('ZCARD', times)
-  local inflight = tonumber(redis.call('GET', pending) or '0')
+  local inflight = redis.call('ZCARD', pending)
   if recent + inflight < limit then return nil end
   if recent < limit then return 0 end
   local oldest = redis.call('ZRANGE', times, -limit, -limit, 'WITHSCORES')
@@ -176,9 +199,10 @@ if user ~= nil then
   if user > 0 then return math.max(1, math.ceil(user)) end
   return 0
 end
+local until_ = tonumber(ARGV[4])
 for _, pending in ipairs({KEYS[2], KEYS[4]}) do
-  redis.call('INCR', pending)
-  redis.call('PEXPIRE', pending, ARGV[4])
+  redis.call('ZADD', pending, string.format('%.6f', now + until_), ARGV[5])
+  redis.call('PEXPIRE', pending, math.ceil(until_ * 1000))
 end
 return -1
 """
@@ -187,22 +211,28 @@ return -1
 _END = (
     _NOW
     + """
--- ARGV: per_principal, per_address, window (s), failed, proven, a unique member
+-- ARGV: per_principal, per_address, window (s), failed, proven, a unique member, the tag
+-- of the name as typed, the attempt begin() counted (none: the oldest at the KDC).
 for _, pending in ipairs({KEYS[2], KEYS[4]}) do
-  local n = tonumber(redis.call('GET', pending) or '0')
-  if n > 1 then redis.call('DECR', pending) elseif n == 1 then redis.call('DEL', pending) end
+  redis.call('ZREMRANGEBYSCORE', pending, '-inf', string.format('%.6f', now))
+  if ARGV[8] ~= '' then redis.call('ZREM', pending, ARGV[8]) else redis.call('ZPOPMIN', pending) end
 end
+local tag = ARGV[7] .. ':'
 if ARGV[4] == '1' then
   local score = string.format('%.6f', now)
   local expiry = math.ceil(tonumber(ARGV[3]) * 1000)
   for i, limit in ipairs({ARGV[1], ARGV[2]}) do
     local times = KEYS[2 * i - 1]
-    redis.call('ZADD', times, score, ARGV[6])
+    redis.call('ZADD', times, score, tag .. ARGV[6])
     redis.call('ZREMRANGEBYRANK', times, 0, -tonumber(limit) - 1)
     redis.call('PEXPIRE', times, expiry)
   end
 elseif ARGV[5] == '1' then
-  redis.call('DEL', KEYS[1])
+  -- A proven password forgives the failures typed as that very name, no others: "Alice"
+  -- (another account, on MIT) proving her own must not lift the limit on "alice".
+  for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+    if string.sub(member, 1, #tag) == tag then redis.call('ZREM', KEYS[1], member) end
+  end
 end
 return 0
 """
@@ -363,7 +393,7 @@ class RedisStore(Store):
 
     # -- counters ---------------------------------------------------------------------
 
-    async def begin(self, principal: str, address: str) -> int | None:
+    async def begin(self, principal: str, address: str, attempt: str = "") -> int | None:
         opts = self.limits
         if opts is None:
             return None
@@ -371,7 +401,13 @@ class RedisStore(Store):
         try:
             wait = await scripts.begin(
                 self._limit_keys(principal, address),
-                [opts.per_principal, opts.per_address, opts.window, _ms(self.pending_for)],
+                [
+                    opts.per_principal,
+                    opts.per_address,
+                    opts.window,
+                    repr(self.pending_for),
+                    attempt or os.urandom(8).hex(),
+                ],
             )
         except self._errors as err:
             raise StoreUnavailable(self._describe(err)) from None
@@ -379,7 +415,14 @@ class RedisStore(Store):
         return None if wait < 0 else wait
 
     async def end(
-        self, principal: str, address: str, *, failed: bool, proven: bool = False
+        self,
+        principal: str,
+        address: str,
+        *,
+        failed: bool,
+        proven: bool = False,
+        name: str = "",
+        attempt: str = "",
     ) -> None:
         opts = self.limits
         if opts is None:
@@ -395,6 +438,8 @@ class RedisStore(Store):
                     int(failed),
                     int(proven),
                     os.urandom(8).hex(),  # failures at the same microsecond are two
+                    _digest(name or principal)[:16],
+                    attempt,
                 ],
             )
         except self._errors_or_closed as err:
