@@ -472,6 +472,15 @@ def test_ipv6_clients_count_by_their_64() -> None:
     assert principal_key("ａｌｉｃｅ@R") == principal_key("alice@R")  # AD ignores width
 
 
+def test_ipv4_mapped_addresses_count_as_the_ipv4_address() -> None:
+    # From a dual-stack socket or proxy: their /64 (::/64) would be every IPv4 client.
+    limits = LoginLimits(LoginLimitOptions(per_principal=10**6, per_address=2))
+    fail(limits, "a", "::ffff:203.0.113.5")
+    fail(limits, "b", "203.0.113.5")
+    assert attempt(limits, "c", "::ffff:203.0.113.5") is not None  # one client, counted
+    assert attempt(limits, "c", "::ffff:198.51.100.9") is None  # another, not locked out
+
+
 def test_past_four_rounds_of_waiters_the_answer_is_429_at_once(
     serve: ServeFn, realm: Realm, tls: TLS
 ) -> None:

@@ -175,10 +175,15 @@ _SCAN = 256  # keys looked at for one to forget, before the oldest goes anyway
 
 def address_key(address: str) -> str:
     """Whom an address stands for: itself (IPv4), or its /64 (IPv6, where one client
-    holds a whole /64 and could spread its guesses over it)."""
+    holds a whole /64 and could spread its guesses over it). An IPv4-mapped IPv6 address
+    (``::ffff:192.0.2.7``, from a dual-stack socket or proxy) is the IPv4 address: its
+    /64 would be every IPv4 client at once."""
     if ":" not in address:
         return address
     try:
-        return str(ipaddress.IPv6Network(f"{address}/64", strict=False))
+        ip = ipaddress.IPv6Address(address.partition("%")[0])
     except ValueError:
         return address
+    if ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ipaddress.IPv6Network(f"{ip}/64", strict=False))
