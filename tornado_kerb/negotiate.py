@@ -149,25 +149,16 @@ class Acceptor:
         bound to none is accepted with ``channel_bound`` false (MIT >= 1.19). ``host``:
         the request's host name, whose key is tried first when there are several."""
         creds = self.credentials()
-        if self.proxy is not None:
-            return self._step_through_proxy(token, creds, bindings)
-        if self.hostnames:
+        if self.hostnames and self.proxy is None:
             return self._accept_any(token, bindings, host)
         return self._step(token, creds, bindings)
 
-    def _step_through_proxy(
-        self,
-        token: bytes,
-        creds: gssapi.Credentials,
-        bindings: gssapi.raw.ChannelBindings | None,
-    ) -> Accepted:
+    def _check_target(self, context: gssapi.raw.SecurityContext) -> None:
         # GSS-Proxy accepts a ticket for any key in its keytab, whatever name we acquired
         # for (measured: host/ and other HTTP/ keys got in): the name is checked here.
-        contexts: list[gssapi.raw.SecurityContext] = []
-        accepted = self._step(token, creds, bindings, contexts)
         try:
             target = gssapi.raw.inquire_context(
-                contexts[0],
+                context,
                 initiator_name=False,
                 target_name=True,
                 lifetime=False,
@@ -187,14 +178,12 @@ class Acceptor:
             or (self._realm and realm != self._realm)
         ):
             raise AuthenticationFailed("wrong-service", f"a ticket for {name}, not ours")
-        return accepted
 
     def _step(
         self,
         token: bytes,
         creds: gssapi.Credentials,
         bindings: gssapi.raw.ChannelBindings | None,
-        contexts: list[gssapi.raw.SecurityContext] | None = None,
     ) -> Accepted:
         if self.delegation is not None:
             # Until our own TGT is there (or while the KDC is away): no constrained
@@ -210,8 +199,8 @@ class Acceptor:
             )
             if result.more_steps:
                 raise AuthenticationFailed("continue-needed", "multi-step SPNEGO")
-            if contexts is not None:
-                contexts.append(result.context)
+            if self.proxy is not None:
+                self._check_target(result.context)
             name = gssapi.raw.display_name(result.initiator_name).name
         except GSSError as err:
             self._check_still_readable()
@@ -316,26 +305,22 @@ class Acceptor:
         return creds
 
     def _acquire_through_proxy(self, proxy: GSSProxy) -> gssapi.Credentials:
-        # No keytab to list: the names are the settings' (one is required with gssproxy),
-        # and whether GSS-Proxy holds their keys shows in the acquisition (and doctor).
+        # No keytab to list: the names are the settings' (one is required with gssproxy).
+        # GSS-Proxy's credentials take a ticket for any key it holds, whatever the name
+        # asked for: one set serves every host name, and _check_target picks the names.
         proxy.probe()
-        hosts = self.hostnames or (self._hostname,)
-        by_host = {}
-        for host in hosts:
-            name = gssapi.Name(f"{self._service}@{host}", gssapi.NameType.hostbased_service)
-            try:
-                by_host[str(host).lower()] = gssapi.Credentials(
-                    name=name, usage="accept", store=STORE
-                )
-            except GSSError as err:
-                raise GSSProxyUnavailable(
-                    proxy.socket,
-                    f"no acceptor credentials for {self._service}/{host} ({describe(err)}): "
-                    f"does gssproxy.conf have a service for uid {os.geteuid()} whose keytab "
-                    "holds that key?",
-                ) from None
-        self._proxy_hosts = frozenset(by_host)
+        hosts = self.hostnames or (str(self._hostname),)
+        name = gssapi.Name(f"{self._service}@{hosts[0]}", gssapi.NameType.hostbased_service)
+        try:
+            creds = gssapi.Credentials(name=name, usage="accept", store=STORE)
+        except GSSError as err:
+            raise GSSProxyUnavailable(
+                proxy.socket,
+                f"no acceptor credentials ({describe(err)}): does gssproxy.conf have a "
+                f"service for uid {os.geteuid()}?",
+            ) from None
+        self._proxy_hosts = frozenset(host.lower() for host in hosts)
         at = f"@{self._realm}" if self._realm else ""
         self._principal = f"{self._service}/{hosts[0]}{at}"
         log.info("acceptor credentials acquired through GSS-Proxy at %s", proxy.socket)
-        return next(iter(by_host.values()))
+        return creds
