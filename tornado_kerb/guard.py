@@ -48,7 +48,7 @@ from .errors import (
     TooManyAttempts,
 )
 from .gssproxy import GSSProxy
-from .limits import LoginLimitOptions, principal_key
+from .limits import LoginLimitOptions, LoginLimits, principal_key
 from .login import routes as login_routes
 from .login import safe_next, sign_in, write_page
 from .negotiate import Accepted, Acceptor, parse_negotiate
@@ -58,7 +58,7 @@ from .reasons import Outcome, Reason, outcome_for
 from .refusals import Refusals
 from .session import BasicCache, Session, SessionCookies, require_secret
 from .settings import KerberosSettings, normal_origin
-from .store import make_store
+from .store import MemoryStore, make_store
 from .user import KerberosUser, Mechanism
 from .websocket import close_when_login_ends
 
@@ -238,6 +238,13 @@ class KerberosGuard:
             or bool(s.group_names)
             or s.ldap_url is not None
         )
+
+    @property
+    def limits(self) -> LoginLimits | None:
+        """The in-process counters of failed password logins (0.4's attribute): ``None``
+        with ``login_limits`` off or a shared ``store``, which counts them instead."""
+        store = self.store
+        return store.counters if isinstance(store, MemoryStore) else None
 
     @property
     def executor(self) -> concurrent.futures.ThreadPoolExecutor:
@@ -692,8 +699,8 @@ class KerberosGuard:
             # time, and so do a user's own parallel logins; past a few rounds of waiters,
             # the answer is 429 at once rather than a coroutine held for kdc_timeout.
             ended, waiting = self._attempts.get(key, (None, 0))
-            left = deadline - time.monotonic()
-            if waiting >= _WAITERS * limits.per_principal or left <= 0:
+            remaining = deadline - time.monotonic()
+            if waiting >= _WAITERS * limits.per_principal or remaining <= 0:
                 wait = 1
                 break
             if ended is None:
@@ -702,7 +709,8 @@ class KerberosGuard:
             try:
                 # Attempts in other processes (a shared store) wake nobody here: ask
                 # the store again every _RECHECK seconds until the deadline.
-                await asyncio.wait_for(ended.wait(), min(left, _RECHECK) if store.shared else left)
+                timeout = min(remaining, _RECHECK) if store.shared else remaining
+                await asyncio.wait_for(ended.wait(), timeout)
             except asyncio.TimeoutError:
                 if not store.shared or time.monotonic() >= deadline:
                     wait = 1

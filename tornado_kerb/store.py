@@ -130,6 +130,8 @@ class MemoryStore(Store):
         self.limits = limits
         self.keep_for = _positive("keep_for", keep_for)
         self._limits = LoginLimits(limits) if limits is not None else None
+        #: The counters themselves (``None`` without limits).
+        self.counters = self._limits
         self._not_before: dict[str, float] = {}
         self._prune_at = _MIRROR_ENTRIES
         self._lock = threading.Lock()
