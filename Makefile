@@ -1,13 +1,14 @@
 # make test   install what is missing, then lint and run the test suite
 # make demo   run the HTTPS demo with a throwaway realm
 # make bench  benchmark tornado_kerb against a bare-Tornado floor
+# make docs   build the documentation site into docs/_build/html
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 # "demo" is also a folder: without .PHONY make would call it up to date and run nothing.
-.PHONY: test demo bench lint system-deps clean
+.PHONY: test demo bench docs lint system-deps clean
 
 system-deps:
 	scripts/install-system-deps.sh
@@ -25,6 +26,11 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/python -m pytest
+
+# Warnings are errors, as in the test suite (tests/test_docs.py).
+docs: $(STAMP)
+	$(BIN)/sphinx-build -W --keep-going -q -b html docs docs/_build/html
+	@echo "docs: open docs/_build/html/index.html"
 
 # The demo itself needs no browser: skip Firefox when it is what installs the machine.
 demo: export TORNADO_KERB_NO_BROWSER := 1

@@ -1,0 +1,70 @@
+"""The documentation site (issue 19): it builds with warnings as errors, and the code its
+guides show runs.
+
+The guides show their code from ``docs/examples/test_*.py`` (``literalinclude``), pytest
+modules that test what they show with the public plugin's realm; they run here in a
+session of their own, as a user's tests would (this suite's realm is not theirs).
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import re
+import subprocess
+import sys
+
+from tests.conftest import ROOT
+
+DOCS = ROOT / "docs"
+EXAMPLES = DOCS / "examples"
+
+
+def test_the_site_builds_with_warnings_as_errors(tmp_path: pathlib.Path) -> None:
+    out = tmp_path / "html"
+    result = subprocess.run(
+        [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html", DOCS, out],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    # Every guide and the generated reference are there, with their contents.
+    for page in ["index", "settings", "api", "changelog"]:
+        assert (out / f"{page}.html").is_file(), page
+    for guide in (DOCS / "guides").glob("*.md"):
+        html = (out / "guides" / f"{guide.stem}.html").read_text()
+        assert "To be written" not in html, guide.name
+    api = (out / "api.html").read_text()
+    for name in ["KerberosGuard", "KerberosAuthMixin", "run_as_user", "KerberosSettings"]:
+        assert f'id="tornado_kerb.{name}' in api or name in api, name
+
+
+def test_every_example_is_shown_in_a_guide() -> None:
+    shown = set()
+    for page in DOCS.rglob("*.md"):
+        shown.update(re.findall(r"literalinclude\}\s+\.\./examples/(\S+\.py)", page.read_text()))
+    examples = {path.name for path in EXAMPLES.glob("test_*.py")}
+    assert examples, "no examples"
+    assert examples <= shown, f"examples no guide shows: {sorted(examples - shown)}"
+    assert shown <= examples, f"guides show examples that do not exist: {sorted(shown - examples)}"
+
+
+def test_the_guides_examples_run() -> None:
+    # A session of their own: the plugin's realm, never this suite's (KRB5_* not passed).
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KRB5", "KPROP", "PYTEST_"))}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rfE", str(EXAMPLES)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]
+    passed = re.search(r"(\d+) passed", result.stdout)
+    assert passed and int(passed.group(1)) >= len(list(EXAMPLES.glob("test_*.py")))
+    assert "skipped" not in result.stdout.splitlines()[-1]
