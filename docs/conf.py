@@ -14,7 +14,7 @@ import tornado_kerb  # noqa: E402 - after the path
 
 project = "tornado_kerb"
 author = "the tornado_kerb maintainers"
-copyright = "2026, the tornado_kerb maintainers"  # noqa: A001 - Sphinx's name
+copyright = "2026, the tornado_kerb maintainers"
 release = tornado_kerb.__version__
 version = ".".join(release.split(".")[:2])
 

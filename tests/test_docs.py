@@ -44,7 +44,9 @@ def test_the_site_builds_with_warnings_as_errors(tmp_path: pathlib.Path) -> None
 def test_every_example_is_shown_in_a_guide() -> None:
     shown = set()
     for page in DOCS.rglob("*.md"):
-        shown.update(re.findall(r"literalinclude\}\s+\.\./examples/(\S+\.py)", page.read_text()))
+        shown.update(
+            re.findall(r"literalinclude\}\s+(?:\.\./)?examples/(\S+\.py)", page.read_text())
+        )
     examples = {path.name for path in EXAMPLES.glob("test_*.py")}
     assert examples, "no examples"
     assert examples <= shown, f"examples no guide shows: {sorted(examples - shown)}"

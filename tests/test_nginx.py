@@ -32,7 +32,7 @@ import tornado.websocket
 
 from tests import backends
 from tests.clients import basic_header, negotiate_header
-from tests.conftest import TLS, Realm, require
+from tests.conftest import ROOT, TLS, Realm, require
 from tornado_kerb import KerberosAuthMixin, authenticated
 from tornado_kerb.testing.nginx import PrivateNginx, nginx_available, site_config
 
@@ -240,9 +240,9 @@ if __name__ == "__main__":
     asyncio.run(backend(sys.argv[1], sys.argv[2], sys.argv[3], sys.stdin.readline().strip()))
 
 
-def test_the_readme_shows_the_config_this_test_runs() -> None:
-    readme = (pathlib.Path(__file__).parent.parent / "README.md").read_text()
-    assert site_config(["10.0.0.11:8000", "10.0.0.12:8000"]).rstrip("\n") in readme
+def test_the_deployment_guide_shows_the_config_this_test_runs() -> None:
+    guide = (ROOT / "docs" / "guides" / "deployment.md").read_text()
+    assert site_config(["10.0.0.11:8000", "10.0.0.12:8000"]).rstrip("\n") in guide
 
 
 def test_a_client_bound_to_nginx_s_tls_channel_is_bound_at_the_backend(site: Site) -> None:

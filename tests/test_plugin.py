@@ -365,7 +365,11 @@ def test_without_k5test_pytest_loads_the_plugin_and_the_fixture_says_why(
     assert result.returncode == 1  # a test error, not an internal or usage error
 
 
-def test_the_readme_shows_the_examples_that_run() -> None:
-    readme = (ROOT / "README.md").read_text()
-    assert "```python\n" + readme_example() + "```" in readme
-    assert "```python\n" + realm_example() + "```" in readme
+def test_the_testing_guide_shows_the_examples_that_run() -> None:
+    # The guide shows its first example from this file, and the realm outside pytest
+    # straight from the docstring realm_example() reads (literalinclude).
+    shown = (ROOT / "docs" / "examples" / "test_testing.py").read_text()
+    assert readme_example() in shown
+    guide = (ROOT / "docs" / "guides" / "testing.md").read_text()
+    assert "../../tornado_kerb/testing/__init__.py" in guide
+    assert ':start-after: "A second user, bob, logging in::"' in guide
