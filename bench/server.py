@@ -80,7 +80,7 @@ _KERB_SETTINGS: dict[str, dict[str, object]] = {
     "session": {"basic": False, "session": True},
     "basic": {"basic_cache": True},
     # One user's 8 (slow-KDC row: 10) logins at once: the guessing limits would let
-    # per_principal of them go at a time, by design (README: Password guessing).
+    # per_principal of them go at a time, by design (docs: sessions-and-sign-in, password guessing).
     "basic-fresh": {"login_limits": None},
 }
 

@@ -70,3 +70,11 @@ def test_the_guides_examples_run() -> None:
     passed = re.search(r"(\d+) passed", result.stdout)
     assert passed and int(passed.group(1)) >= len(list(EXAMPLES.glob("test_*.py")))
     assert "skipped" not in result.stdout.splitlines()[-1]
+
+
+def test_the_readme_shows_the_first_app_the_guide_runs() -> None:
+    example = (EXAMPLES / "test_getting_started.py").read_text()
+    app = example.split("# --- app\n", 1)[1].split("# --- end app\n", 1)[0].strip("\n")
+    readme = (ROOT / "README.md").read_text()
+    assert f"```python\n{app}\n```" in readme
+    assert len(readme.splitlines()) < 200  # a first visit's worth; the rest is in docs/

@@ -61,7 +61,7 @@ class KerberosSettings:
     :class:`~tornado_kerb.ConfigurationError` naming the key. Instances are immutable and
     hashable; list values are kept as tuples.
 
-    Fields (the README's settings table says more):
+    Fields (the documentation's settings reference, docs/settings.md, says more):
 
     * ``keytab``: the service keytab; ``None``: the system default (``KRB5_KTNAME``).
     * ``service`` (``"HTTP"``), ``hostname`` (``None``: any ``HTTP/`` key in the keytab):
@@ -317,7 +317,7 @@ class KerberosSettings:
         if self.s4u2proxy:
             raise ConfigurationError(
                 "kerberos settings 'gssproxy' and 's4u2proxy' exclude each other: constrained "
-                "delegation needs our own TGT from the keytab (see the README, GSS-Proxy)"
+                "delegation needs our own TGT from the keytab (see the deployment guide, GSS-Proxy)"
             )
 
     @classmethod

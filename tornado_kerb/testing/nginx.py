@@ -1,9 +1,9 @@
 """A private nginx terminating TLS in front of Tornado processes, for tests.
 
-:func:`site_config` renders the part users deploy (the ``upstream`` and ``server`` blocks the
-README shows); :class:`PrivateNginx` wraps it in a whole configuration whose pid file, logs
-and temporary files live in a temporary directory, runs ``nginx -p DIR -c nginx.conf -g
-'daemon off;'`` (never the system service) and stops it::
+:func:`site_config` renders the part users deploy (the ``upstream`` and ``server`` blocks
+the deployment guide shows); :class:`PrivateNginx` wraps it in a whole configuration whose
+pid file, logs and temporary files live in a temporary directory, runs ``nginx -p DIR -c
+nginx.conf -g 'daemon off;'`` (never the system service) and stops it::
 
     with PrivateNginx(["127.0.0.1:8001", "127.0.0.1:8002"], cert, key) as nginx:
         requests.get(f"https://localhost:{nginx.port}/", verify=ca)
@@ -43,7 +43,7 @@ def site_config(
     key: str = "/etc/ssl/private/www.example.com.key",
 ) -> str:
     """The ``http``-level blocks for Tornado processes ``backends`` (``"host:port"``) behind
-    nginx terminating TLS: what the README shows, and what the tests run."""
+    nginx terminating TLS: what the deployment guide shows, and what the tests run."""
     servers = "".join(f"    server {backend};\n" for backend in backends)
     return f"""\
 # WebSockets: pass the client's Upgrade on, and close plain requests' upstream connections.
