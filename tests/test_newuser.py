@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import logging
 import pydoc
+import subprocess
 from typing import Any
 
 import gssapi
@@ -116,6 +117,39 @@ def test_a_stale_keytab_is_logged_in_mits_words(
     assert line.levelno == logging.INFO
     assert "the keytab is out of date" in line.getMessage()
     assert "kvno" in line.getMessage() and "not found in keytab" in line.getMessage()
+
+
+@pytest.fixture(scope="module")
+def aes128_only(realm: Realm, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A keytab for HTTP/enc.localhost holding its AES128 key only, while the KDC issues
+    AES256 tickets (as an RC4-only keytab is, once AD issues AES tickets)."""
+    tmp = tmp_path_factory.mktemp("enctype")
+    full, partial = str(tmp / "all.keytab"), str(tmp / "aes128.keytab")
+    realm.k5.run_kadminl(
+        "addprinc -randkey -e aes256-cts:normal,aes128-cts:normal HTTP/enc.localhost"
+    )
+    realm.k5.extract_keytab("HTTP/enc.localhost", full)
+    listed = realm.run("klist", "-ke", full).splitlines()
+    entries = [line for line in listed if "HTTP/enc.localhost" in line]
+    slot = next(i for i, line in enumerate(entries, 1) if "aes256" in line)
+    commands = f"rkt {full}\ndelent {slot}\nwkt {partial}\nquit\n"
+    subprocess.run(["ktutil"], input=commands, text=True, check=True, capture_output=True)
+    assert "aes256" not in realm.run("klist", "-ke", partial)
+    return partial
+
+
+def test_a_keytab_without_the_ticket_s_key_type_is_logged_in_mits_words(
+    serve: ServeFn, realm: Realm, aes128_only: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = serve([(r"/", Who)], {"keytab": aes128_only, "hostname": "enc.localhost"})
+    response = requests.get(
+        server.url("/"), headers={"Authorization": _token("HTTP@enc.localhost")}, timeout=30
+    )
+    assert response.status_code == 401
+    (line,) = [r for r in caplog.records if "(wrong-enctype)" in r.getMessage()]
+    assert line.levelno == logging.INFO
+    assert "the keytab lacks the key type the ticket uses" in line.getMessage()
+    assert "not with enctype aes256-cts" in line.getMessage()
 
 
 def test_a_wrong_service_name_is_logged_in_mits_words(

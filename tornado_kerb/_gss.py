@@ -53,6 +53,7 @@ _PASSWORD_MESSAGES: tuple[tuple[re.Pattern[str], int], ...] = tuple(
 # Message fragments of MIT's krb5 error table, for tokens that came through SPNEGO.
 _ACCEPT_REASONS: tuple[tuple[str, Reason], ...] = (
     # The two most common deployment mistakes, in MIT's current words.
+    ("but not with enctype", "wrong-enctype"),  # "kvno 1 found in keytab but not with …"
     ("not found in keytab", "stale-keytab"),  # "kvno 2 not found in keytab; … out of date"
     ("does not match server principal", "wrong-service"),  # a name the keytab also holds
     ("replay", "replay"),

@@ -33,7 +33,9 @@ _NTLM_SIGNATURE = b"NTLMSSP\x00"
 # GSS_C_CHANNEL_BOUND_FLAG (MIT >= 1.19): the initiator's bindings matched ours.
 _CHANNEL_BOUND = 2048
 # Refusals that mean "not this key": with several names, the next name's key is tried.
-_ANOTHER_KEY = frozenset({"wrong-service", "bad-key", "wrong-kvno", "stale-keytab", "rejected"})
+_ANOTHER_KEY = frozenset(
+    {"wrong-service", "bad-key", "wrong-kvno", "wrong-enctype", "stale-keytab", "rejected"}
+)
 # GSS_KRB5_GET_CRED_IMPERSONATOR: whom constrained-delegation credentials act for us.
 _IMPERSONATOR = gssapi.OID.from_int_seq("1.2.840.113554.1.2.2.5.14")
 

@@ -30,6 +30,7 @@ Reason = Literal[
     "not-yet-valid",
     "clock-skew",
     "stale-keytab",
+    "wrong-enctype",
     "wrong-service",
     "wrong-kvno",
     "bad-key",
@@ -80,6 +81,7 @@ Outcome = Literal[
     "negotiate.expired",
     "negotiate.clock-skew",
     "negotiate.stale-keytab",
+    "negotiate.wrong-enctype",
     "negotiate.wrong-service",
     "negotiate.bad-bindings",
     "negotiate.unbound",
@@ -117,7 +119,7 @@ OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)
 
 _REQUEST = {"no-credentials", "unsupported-scheme", "too-large", "login-requested", "cross-site"}
 _NEGOTIATE = {
-    "malformed", "ntlm", "replay", "expired", "clock-skew", "stale-keytab",
+    "malformed", "ntlm", "replay", "expired", "clock-skew", "stale-keytab", "wrong-enctype",
     "wrong-service", "bad-bindings", "unbound",
 }  # fmt: skip
 _BASIC = {

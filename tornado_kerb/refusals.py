@@ -45,6 +45,8 @@ _EXPLAINED = {
     "stale-keytab": "the keytab is out of date (the KDC has a newer key): ",
     "wrong-service": "the client asked for another of the keytab's names: ",
     "wrong-kvno": "the keytab does not hold the key the ticket is for: ",
+    "wrong-enctype": "the keytab lacks the key type the ticket uses (an RC4-only keytab? "
+    "extract its AES keys): ",
     "kdc-not-trusted": "the password was right, but its ticket failed our keytab: keytab out "
     "of date, or a KDC that is not ours: ",
 }
