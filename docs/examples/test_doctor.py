@@ -12,23 +12,12 @@ import json
 import os
 import shutil
 
+from typing import get_args
+
 from tornado_kerb import doctor
 from tornado_kerb.__main__ import main
 
-EVERY_CHECK = [
-    "keytab",
-    "permissions",
-    "principals",
-    "spn",
-    "enctypes",
-    "krb5.conf",
-    "realm",
-    "kdc",
-    "url",
-    "end-to-end",
-    "clock",
-    "account",
-]
+EVERY_CHECK = list(get_args(doctor.CheckName))  # keytab, permissions, … account
 
 
 # --- from code
