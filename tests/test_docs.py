@@ -78,3 +78,48 @@ def test_the_readme_shows_the_first_app_the_guide_runs() -> None:
     readme = (ROOT / "README.md").read_text()
     assert f"```python\n{app}\n```" in readme
     assert len(readme.splitlines()) < 200  # a first visit's worth; the rest is in docs/
+
+
+def _python_blocks() -> list[tuple[str, str]]:
+    pages = [ROOT / "README.md", *DOCS.rglob("*.md")]
+    return [
+        (f"{page.relative_to(ROOT)}:{page.read_text()[: m.start()].count(chr(10)) + 1}", m[1])
+        for page in pages
+        for m in re.finditer(r"^```python\n(.*?)^```", page.read_text(), re.S | re.M)
+    ]
+
+
+def test_every_python_block_in_the_docs_is_checked() -> None:
+    """Blocks shown as plain code (fragments of a deployment: a keytab path, a Redis URL)
+    cannot run here; each is still compiled, every ``kerberos = {...}`` in it validated as
+    the settings it claims to be, every tornado_kerb name it imports imported, and every
+    Jupyter option it sets found on the provider."""
+    import ast
+
+    import tornado_kerb.jupyter as jupyter
+    from tornado_kerb import KerberosSettings
+
+    blocks = _python_blocks()
+    assert len(blocks) >= 10
+    traits = set(jupyter.KerberosIdentityProvider.class_trait_names())
+    for where, code in blocks:
+        flags = ast.PyCF_ONLY_AST | ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
+        tree = compile(code, where, "exec", flags=flags, dont_inherit=True)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Assign) and isinstance(node.value, ast.Dict):
+                names = [t.id for t in node.targets if isinstance(t, ast.Name)]
+                if names and names[0].lower() == "kerberos":
+                    try:
+                        settings = ast.literal_eval(node.value)
+                    except ValueError:  # built from a fixture's values: run where shown
+                        continue
+                    KerberosSettings.from_mapping(settings)  # a typo raises, naming it
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("tornado_kerb"):
+                module = __import__(node.module or "", fromlist=["_"])
+                for alias in node.names:
+                    assert hasattr(module, alias.name), f"{where}: {node.module}.{alias.name}"
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute):
+                owner = node.value
+                if isinstance(owner.value, ast.Name) and owner.value.id == "c":
+                    if owner.attr == "KerberosIdentityProvider":
+                        assert node.attr in traits, f"{where}: no option {node.attr}"
