@@ -13,6 +13,7 @@ import tornado.httpclient
 import tornado.web
 import tornado.websocket
 
+import tornado_kerb.websocket
 from tests.clients import negotiate_header
 from tests.conftest import Realm, ServeFn, Server
 from tornado_kerb import KerberosAuthMixin, authenticated
@@ -33,9 +34,17 @@ class Login(KerberosAuthMixin, tornado.web.RequestHandler):
         self.write(self.current_user.principal)
 
 
+class LogoutEverywhere(KerberosAuthMixin, tornado.web.RequestHandler):
+    @authenticated
+    async def post(self) -> None:
+        ended = self.kerberos_logout(everywhere=True)
+        assert ended is not None
+        await ended
+
+
 def start(serve: ServeFn, realm: Realm, **extra: Any) -> Server:
     settings = {"keytab": realm.keytab, "hostname": "localhost", **extra}
-    handlers = [(r"/ws", Echo), (r"/login", Login)]
+    handlers = [(r"/ws", Echo), (r"/login", Login), (r"/logout", LogoutEverywhere)]
     return serve(handlers, settings, cookie_secret=COOKIE_SECRET)
 
 
@@ -110,3 +119,30 @@ def test_the_socket_is_closed_with_1008_when_the_session_ends(serve: ServeFn, re
     lasted, code = asyncio.run(until_closed())
     assert code == 1008
     assert lasted < 3  # at the session's end (2 s from the login), not some time later
+
+
+def test_a_logout_everywhere_closes_the_user_s_open_sockets(
+    serve: ServeFn, realm: Realm, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # "Sign out everywhere" must not leave a socket open on another tab or device.
+    monkeypatch.setattr(tornado_kerb.websocket, "ENDED_CHECK", 0.1)
+    server = start(serve, realm)
+
+    async def scenario() -> tuple[int | None, str | bytes | None]:
+        conn = await connect(server, Authorization=negotiate_header())
+        await conn.write_message("before")
+        assert await conn.read_message() == f"{realm.user}: before"
+        ended = await tornado.httpclient.AsyncHTTPClient().fetch(
+            server.url("/logout"),
+            method="POST",
+            body=b"",
+            headers={"Authorization": negotiate_header()},
+        )
+        assert ended.code == 200
+        assert await asyncio.wait_for(conn.read_message(), timeout=15) is None
+        # A socket opened by a login after the logout stays open.
+        return conn.close_code, await echo(server, Authorization=negotiate_header())
+
+    code, later = asyncio.run(scenario())
+    assert code == 1008
+    assert later == f"{realm.user}: hello"

@@ -824,7 +824,8 @@ class KerberosGuard:
             if bool_or_awaitable(await verdict) is not True:
                 raise Forbidden("forbidden", user.principal)
         except KerberosError as err:
-            self.refuse(handler, err)
+            # As a refusal by a plain verdict is told: the scheme of this request's login.
+            self.refuse(handler, err, where="" if user.from_session else user.mechanism)
         return self._grant(handler, user, fresh)
 
     def _grant(self, handler: Handler, user: KerberosUser, fresh: bool) -> KerberosUser:
@@ -850,7 +851,7 @@ class KerberosGuard:
             self._check_once(handler.application)
             self.sessions.start(handler, user)
         if self._ws_expiry and isinstance(handler, tornado.websocket.WebSocketHandler):
-            close_when_login_ends(handler, user)
+            close_when_login_ends(handler, user, self.store)
         return user
 
     def _local_name_for(self, handler: Handler, principal: str) -> str:
@@ -883,8 +884,10 @@ class KerberosGuard:
         """Called with every login's outcome. May be overridden, to count them.
 
         ``outcome`` is a stable code (:data:`tornado_kerb.reasons.OUTCOMES`: ``negotiate.ok``,
-        ``basic.bad-password``, ``kdc.unreachable``…); ``mechanism`` the scheme tried
-        (``"negotiate"``, ``"basic"``, ``"session"`` or ``None``); ``principal`` the user
+        ``basic.bad-password``, ``kdc.unreachable``…); ``mechanism`` the scheme this
+        request tried (``"negotiate"``, ``"basic"``; ``"form"`` for a sign-in form refused
+        with 429 or 503), the original login's on ``session.ok``, else ``None`` (no
+        credentials, a session request refused); ``principal`` the user
         where known. ``handler.request.request_time()`` gives the seconds so far. Runs on
         the IOLoop, on the hot path: keep it cheap, never block. Not overridden, it costs
         nothing.
