@@ -148,6 +148,8 @@ class ConstrainedDelegation:
             # take tickets for that one only: the others' users would be locked out.
             raise DelegationRefused(
                 wanted_prefix(self._service, self._hostname),
-                f"the keytab holds {', '.join(several)}: set 'hostname' to pick one",
+                f"the keytab holds {', '.join(several)}: set 'hostname' to pick one (with "
+                "'hostnames', add the account's own name to the keytab, or set "
+                "'service_account')",
             )
         return principal
