@@ -61,13 +61,16 @@ def start(
     log: pathlib.Path,
     env: Mapping[str, str] | None = None,
     stdin: str | None = None,
+    command: Sequence[str] | None = None,
+    cwd: pathlib.Path = ROOT,
 ) -> tuple[subprocess.Popen[str], int]:
-    """``python -m module args`` from the checkout, its stderr in ``log``, ``stdin``
-    written to it (a secret: never on the command line); the process and its port."""
+    """``python -m module args`` from the checkout (or ``command`` in ``cwd``), its
+    stderr in ``log``, ``stdin`` written to it (a secret: never on the command line);
+    the process and the port it prints."""
     with log.open("wb") as stderr:
         proc = subprocess.Popen(
-            [sys.executable, "-m", module, *args],
-            cwd=ROOT,
+            [sys.executable, "-m", module, *args] if command is None else list(command),
+            cwd=cwd,
             env=None if env is None else dict(env),
             stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
             stdout=subprocess.PIPE,

@@ -143,7 +143,15 @@ def test_the_installed_wheel_serves_a_guarded_app(
     (tmp_path / "app.py").write_text(APP)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["PATH"] = f"{installed / 'bin'}{os.pathsep}{env['PATH']}"
-    proc, port = start_in(installed, tmp_path, env, realm.keytab)
+    python = str(installed / "bin" / "python")
+    proc, port = backends.start(
+        "app",
+        [],
+        log=tmp_path / "app.log",
+        env=env,
+        command=[python, "app.py", realm.keytab],
+        cwd=tmp_path,
+    )
     try:
         answer = requests.get(
             f"http://127.0.0.1:{port}/",
@@ -156,28 +164,6 @@ def test_the_installed_wheel_serves_a_guarded_app(
         assert requests.get(f"http://127.0.0.1:{port}/", timeout=30).status_code == 401
     finally:
         backends.stop(proc)
-
-
-def start_in(
-    installed: pathlib.Path, cwd: pathlib.Path, env: dict[str, str], keytab: str
-) -> tuple[subprocess.Popen[str], int]:
-    # backends.start() runs "python -m" from the checkout; this runs a script elsewhere.
-    log = cwd / "app.log"
-    with log.open("wb") as stderr:
-        proc = subprocess.Popen(
-            [str(installed / "bin" / "python"), "app.py", keytab],
-            cwd=cwd,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            text=True,
-        )
-    assert proc.stdout is not None
-    line = proc.stdout.readline().strip()
-    if not line.isdigit():
-        backends.stop(proc)
-        raise AssertionError(f"the app did not start: {log.read_text()}")
-    return proc, int(line)
 
 
 def test_the_installed_command_runs(installed: pathlib.Path, tmp_path: pathlib.Path) -> None:

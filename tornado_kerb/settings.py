@@ -15,7 +15,7 @@ from .limits import LoginLimitOptions
 from .pac import is_sid
 from .proxies import Proxies
 from .session import BasicCacheOptions, SessionOptions, options
-from .store import Store, redact_url
+from .store import SCHEMES, Store, redact_url
 
 __all__ = ["KerberosSettings"]
 
@@ -28,7 +28,6 @@ ChannelBinding = Literal["off", "allow", "require"]
 _CHANNEL_BINDINGS = ("off", "allow", "require")
 CrossSite = Literal["refuse", "allow"]
 _CROSS_SITE = ("refuse", "allow")
-_STORE_URLS = ("redis://", "rediss://", "unix://")
 # scheme://host[:port], as browsers send Origin: no path, no trailing slash, no userinfo.
 _ORIGIN = re.compile(r"(https?)://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?")
 
@@ -272,11 +271,11 @@ class KerberosSettings:
             self.store is None
             or self.store == "memory"
             or isinstance(self.store, Store)
-            or (isinstance(self.store, str) and self.store.startswith(_STORE_URLS))
+            or (isinstance(self.store, str) and self.store.startswith(SCHEMES))
         ):
             raise ConfigurationError(
                 "kerberos setting 'store' must be None or 'memory' (this process), a Redis "
-                f"URL ({', '.join(s + '…' for s in _STORE_URLS)}) or a "
+                f"URL ({', '.join(s + '…' for s in SCHEMES)}) or a "
                 "tornado_kerb.store.Store, not "
                 + (
                     repr(redact_url(self.store))

@@ -129,15 +129,14 @@ class MemoryStore(Store):
     def __init__(self, limits: LoginLimitOptions | None, *, keep_for: float = 86400.0) -> None:
         self.limits = limits
         self.keep_for = _positive("keep_for", keep_for)
-        self._limits = LoginLimits(limits) if limits is not None else None
         #: The counters themselves (``None`` without limits).
-        self.counters = self._limits
+        self.counters = LoginLimits(limits) if limits is not None else None
         self._not_before: dict[str, float] = {}
         self._prune_at = _MIRROR_ENTRIES
         self._lock = threading.Lock()
 
     async def begin(self, principal: str, address: str, attempt: str = "") -> int | None:
-        return None if self._limits is None else self._limits.begin(principal, address)
+        return None if self.counters is None else self.counters.begin(principal, address)
 
     async def end(
         self,
@@ -149,8 +148,8 @@ class MemoryStore(Store):
         name: str = "",
         attempt: str = "",
     ) -> None:
-        if self._limits is not None:
-            self._limits.end(principal, address, failed=failed, proven=proven, name=name)
+        if self.counters is not None:
+            self.counters.end(principal, address, failed=failed, proven=proven, name=name)
 
     def not_before(self, principal: str) -> float:
         return self._not_before.get(principal, 0.0)
@@ -263,7 +262,8 @@ _PENDING_FOR = 120.0  # seconds an attempt counts as at the KDC when no end() co
 _TIMEOUT = 2.0  # socket and connect timeouts, unless the URL sets them
 _BACKOFF = (0.1, 5.0)  # the subscriber's reconnection delays: first, most
 _POLL = 1.0  # the subscriber looks at close() at least this often
-_SCHEMES = ("redis://", "rediss://", "unix://")
+#: The URL schemes of a Redis ``store`` (the settings check them too).
+SCHEMES = ("redis://", "rediss://", "unix://")
 
 
 class _LoopClient:
@@ -678,7 +678,7 @@ def make_store(value: object, limits: LoginLimitOptions | None, *, keep_for: flo
         return MemoryStore(limits, keep_for=keep_for)
     if isinstance(value, Store):
         return value
-    if isinstance(value, str) and value.startswith(_SCHEMES):
+    if isinstance(value, str) and value.startswith(SCHEMES):
         return RedisStore(value, limits, keep_for=keep_for)
     shown = redact_url(value) if isinstance(value, str) else repr(value)
     raise ConfigurationError(
