@@ -549,7 +549,7 @@ def test_make_store_takes_what_it_says_and_refuses_typos(server: PrivateRedis) -
     assert isinstance(make_store(None, None, keep_for=60), MemoryStore)
     memory = make_store("memory", options(), keep_for=60)
     assert isinstance(memory, MemoryStore) and not memory.shared
-    assert make_store(memory, None, keep_for=60) is memory
+    assert make_store(memory, options(), keep_for=60) is memory
     shared = make_store(server.url, options(), keep_for=60)
     try:
         assert isinstance(shared, RedisStore) and shared.shared
@@ -578,3 +578,17 @@ def test_memory_not_befores_are_bounded() -> None:
     asyncio.run(store.end_sessions("last@R"))  # the 10,001st: those past keep_for go
     assert len(store._not_before) == 1_001 and store.not_before("old0@R") == 0.0
     assert store.not_before("new0@R") == now - 59 and store.not_before("last@R") >= now
+
+
+def test_a_store_given_as_an_object_counts_what_the_settings_say() -> None:
+    # A Store built without the settings' limits would quietly count nothing.
+    from tornado_kerb import KerberosGuard
+
+    with pytest.raises(ConfigurationError, match="'login_limits' says"):
+        KerberosGuard({"basic": False, "store": MemoryStore(None)})
+    same = MemoryStore(LoginLimitOptions())
+    guard = KerberosGuard({"basic": False, "store": same})
+    try:
+        assert guard.store is same
+    finally:
+        guard.close()

@@ -153,7 +153,6 @@ class KerberosGuard:
         self.kdc = KDCPool(s.kdc_workers, s.kdc_queue, s.kdc_timeout)
         self._mapped = functools.lru_cache(maxsize=_LOCAL_NAME_CACHE)(self._map_local_name)
         limits = s.login_limits if isinstance(s.login_limits, LoginLimitOptions) else None
-        self._limits = limits
         #: Where failed password logins are counted and sessions ended (``store``): this
         #: process, or a Redis that every process and host shares.
         self.store = make_store(s.store, limits, keep_for=_keep_for(s))
@@ -686,7 +685,8 @@ class KerberosGuard:
         """Prove a password, within ``login_limits``: over one, :class:`TooManyAttempts`
         and the KDC is not asked; a refused password counts against the user's name and
         the client's address, a good one clears the user's count."""
-        limits, store = self._limits, self.store
+        store = self.store
+        limits = store.limits  # the settings' login_limits (make_store checks)
         if limits is None:
             return await self.kdc.prove(principal, password, self.acceptor)
         key, address = principal_key(principal), self.proxies.client(handler.request)

@@ -677,6 +677,13 @@ def make_store(value: object, limits: LoginLimitOptions | None, *, keep_for: flo
     if value is None or value == "memory":
         return MemoryStore(limits, keep_for=keep_for)
     if isinstance(value, Store):
+        if value.limits != limits:
+            # Counting is the store's: a store built without the settings' limits would
+            # quietly count nothing (or other limits than the settings say).
+            raise ConfigurationError(
+                f"kerberos setting 'store': the Store counts {value.limits!r}, but "
+                f"'login_limits' says {limits!r}: build it with the same LoginLimitOptions"
+            )
         return value
     if isinstance(value, str) and value.startswith(SCHEMES):
         return RedisStore(value, limits, keep_for=keep_for)
